@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: where the real data lives, the git commit, and writing result JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def require(path: Path) -> Path:
+    """Exit with a clear message when a dataset is absent."""
+    if not path.exists():
+        sys.exit(f"skipped: {path} not found (the benchmarks read the real datasets from ../shared/data)")
+    return path
+
+
+def git_commit() -> str:
+    """The checked-out commit, with '+dirty' when the tree has uncommitted changes."""
+    try:
+        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT).returncode != 0
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Machine facts that matter for timings."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>.json`` with the commit, date, environment and settings."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "commit": git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "settings": settings,
+        "results": results,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,5 @@
+"""``python -m medssl``."""
+
+from medssl.cli import main
+
+main()

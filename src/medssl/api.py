@@ -1,0 +1,103 @@
+"""The functions behind every CLI command; notebooks and tests call them directly.
+
+Each function validates its input and raises ``MedsslError`` with one clear message for user mistakes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import track
+
+from medssl.config import FinetuneConfig, resolve
+from medssl.data.check import check_dataset
+from medssl.data.io import read_image
+from medssl.data.layouts import discover_inputs
+from medssl.engine.finetune import FinetuneResult, run_finetune
+from medssl.engine.run_folder import prepare_output_dir
+from medssl.errors import MedsslError
+from medssl.metrics.evaluate import evaluate_folders, write_evaluation
+from medssl.segment.predict import load_trained_model, predict_image, prediction_name, write_prediction
+
+console = Console(stderr=True)
+
+
+def check_data(path: str | Path) -> list[str]:
+    """Every problem found in a dataset folder (empty list: clean)."""
+    return check_dataset(Path(path))
+
+
+def finetune(
+    data: str | Path,
+    out: str | Path,
+    *,
+    dims: int | None = None,
+    label_fraction: float = 1.0,
+    seed: int = 0,
+    max_steps: int | None = None,
+    init: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    split_file: str | Path | None = None,
+    quiet: bool = False,
+    **overrides: Any,
+) -> FinetuneResult:
+    """Fine-tune a U-Net (see ``medssl.engine.finetune.run_finetune``); ``overrides`` set ``FinetuneConfig``
+    fields on top of the YAML ``config``."""
+    if dims not in (None, 2, 3):
+        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    if init is not None and not Path(init).is_file():
+        raise MedsslError(f"--init file not found: {init}")
+    cfg = resolve(FinetuneConfig, config, max_steps=max_steps, **overrides)
+    if cfg.max_steps < 1:
+        raise MedsslError(f"max_steps must be at least 1, not {cfg.max_steps}")
+    return run_finetune(
+        data, out, cfg, dims=dims, label_fraction=label_fraction, seed=seed, init=init, resume=resume,
+        overwrite=overwrite, devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision,
+        split_file=split_file, quiet=quiet,
+    )
+
+
+def predict(
+    model: str | Path,
+    input: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    overlap: float = 0.25,
+    quiet: bool = False,
+) -> list[Path]:
+    """Predict every image under ``input`` with the run folder ``model``; outputs named by input stem, written
+    with the input's geometry. Returns the files written."""
+    trained = load_trained_model(model)
+    inputs = discover_inputs(Path(input))
+    out_dir = prepare_output_dir(out, overwrite=overwrite)
+    written: list[Path] = []
+    items = inputs if quiet else track(inputs, description="predicting", console=console)
+    for path in items:
+        image, meta = read_image(path)
+        labels = predict_image(trained, image, meta, overlap=overlap)
+        written += write_prediction(labels, meta, trained.plan, out_dir, prediction_name(path))
+    return written
+
+
+def evaluate(
+    pred: str | Path,
+    truth: str | Path,
+    *,
+    spacing_aware: bool = False,
+    tolerance: float = 1.0,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given."""
+    result = evaluate_folders(Path(pred), Path(truth), spacing_aware=spacing_aware, tolerance=tolerance)
+    if out is not None:
+        write_evaluation(result, Path(out))
+    return result

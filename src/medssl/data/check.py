@@ -1,0 +1,320 @@
+"""Checking a dataset folder before training: every problem found, each naming the file(s).
+
+``check_dataset(path) -> list[str]`` discovers the dataset (``medssl.data.layouts``), reads every image and
+mask and returns one human-readable line per problem (an empty list means no problem was found). It never
+stops at the first problem. ``check_dataset_report(path) -> CheckReport`` returns the same problems with the
+detected layout and case counts (for the ``medssl data check`` command).
+
+Problems reported:
+- pairing: image without mask, mask without image, duplicate stems, a structure's mask missing
+  (paired-multilabel), channel files missing (nnU-Net), files listed in dataset.json but absent;
+- empty folders, and files in the image/mask folders that are not a supported image;
+- unreadable, empty or corrupt files (images and masks);
+- NaN or infinite values in images;
+- shape mismatch between an image and its mask, and between the channel files of one case;
+- geometry mismatch (spacing, origin or direction differing beyond 1e-3 relative) between an image and its
+  label, or between channel files, when both carry physical geometry (NIfTI, NRRD, MHA, DICOM);
+- label values: undeclared in dataset.json (msd); negative values; structure masks that are not binary (values
+  within {0, 1} or {0, 255}); masks that look like grey-level/antialiased pictures (more than 32 distinct
+  values); label maps whose values are not among those of the most common mask value set in the dataset;
+- channel count or dimensionality differing between the cases of a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medssl.data.geometry import ImageMeta
+from medssl.data.io import is_image_path, read_image, read_label
+from medssl.data.layouts import Case, DatasetIndex, scan_dataset
+from medssl.errors import MedsslError
+
+MAX_MASK_VALUES = 32
+GEOMETRY_RTOL = 1e-3
+_BINARY = (frozenset({0, 1}), frozenset({0, 255}))
+# Files that commonly sit beside images and are not meant to be read as images.
+_NOT_IMAGES = (".txt", ".md", ".json", ".csv", ".tsv", ".pdf", ".xls", ".xlsx", ".html", ".yaml", ".yml")
+_MHD_COMPANIONS = (".raw", ".zraw", ".raw.gz")
+
+
+@dataclass
+class CheckReport:
+    """Result of ``check_dataset_report``.
+
+    Args:
+        root: the checked path.
+        layout: detected layout, or None when discovery failed.
+        n_cases: usable (paired) cases.
+        n_test_cases: unlabelled test cases (msd ``imagesTs``).
+        problems: one line per problem, each naming the file(s).
+    """
+
+    root: Path
+    layout: str | None
+    n_cases: int
+    n_test_cases: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+@dataclass
+class _Tally:
+    """Dataset-wide facts gathered case by case, judged at the end."""
+
+    label_values: dict[str, frozenset[int]] = field(default_factory=dict)
+    layouts: dict[str, tuple[int, int]] = field(default_factory=dict)  # image -> (channels, spatial dims)
+
+
+def check_dataset(path: str | Path) -> list[str]:
+    """Every problem found in the dataset at ``path``, one line each, naming the file(s); empty when none.
+
+    Args:
+        path: a dataset folder in any layout ``medssl.data.layouts.discover`` supports.
+
+    Returns:
+        Problem descriptions (never raises for a problem with the data).
+    """
+    return check_dataset_report(path).problems
+
+
+def check_dataset_report(path: str | Path) -> CheckReport:
+    """Like ``check_dataset`` but also returns the layout and case counts.
+
+    Args:
+        path: a dataset folder.
+
+    Returns:
+        The report.
+    """
+    root = Path(path)
+    try:
+        index = scan_dataset(root)
+    except MedsslError as exc:
+        return CheckReport(root, None, 0, 0, [str(exc)])
+    problems = list(index.problems)
+    if root.is_dir():
+        problems += _empty_folders(root)
+    problems += _stray_files(index)
+    if not index.cases and not index.test_cases:
+        problems.append(f"no usable case in {root} (layout {index.layout!r})")
+    tally = _Tally()
+    for case in [*index.cases, *index.test_cases]:
+        problems += _check_case(case, index, tally)
+    problems += _check_label_values(index, tally)
+    problems += _check_consistency(tally)
+    return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems)
+
+
+# ------------------------------------------------------------------------------------------------ the folders
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+    return rel if rel != "." else str(path)
+
+
+def _relative(exc: MedsslError, root: Path) -> str:
+    """The error message with paths shown relative to the dataset root, like the other problems."""
+    return str(exc).replace(f"{root}{os.sep}", "") if root.is_dir() else str(exc)
+
+
+def _empty_folders(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if not dirnames and not [f for f in filenames if not f.startswith(".")]:
+            out.append(f"empty folder: {_rel(Path(dirpath), root)}/")
+    return out
+
+
+def _stray_files(index: DatasetIndex) -> list[str]:
+    """Files in the folders that hold cases which are neither supported images nor known companions."""
+    folders: set[Path] = set()
+    for case in [*index.cases, *index.test_cases]:
+        paths = [*case.images, *([case.label] if case.label else []), *(case.structures or {}).values()]
+        folders.update(p.parent for p in paths)
+    out = []
+    for folder in sorted(folders):
+        for p in sorted(folder.iterdir()):
+            name = p.name.lower()
+            if p.name.startswith(".") or p.is_dir() or is_image_path(p):
+                continue
+            if name.endswith(_NOT_IMAGES) or name.endswith(_MHD_COMPANIONS):
+                continue
+            out.append(f"not a supported image, ignored: {_rel(p, index.root)}")
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- the cases
+
+
+def _check_case(case: Case, index: DatasetIndex, tally: _Tally) -> list[str]:
+    """Read one case's images and masks; problems with the files, values, shapes and geometry."""
+    root = index.root
+    problems: list[str] = []
+    read: list[tuple[Path, tuple[int, ...], ImageMeta]] = []
+    for path in case.images:
+        try:
+            arr, meta = read_image(path)
+        except MedsslError as exc:
+            problems.append(_relative(exc, root))
+            continue
+        if arr.dtype.kind == "f":
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                problems.append(f"{_rel(path, root)}: {bad} NaN or infinite value(s) in the image")
+        tally.layouts[_rel(path, root)] = (int(arr.shape[0]), arr.ndim - 1)
+        read.append((path, tuple(arr.shape[1:]), meta))
+    for path, shape, meta in read[1:]:
+        problems += _compare(read[0][0], read[0][1], read[0][2], path, shape, meta, root, "channel file")
+    masks: list[tuple[Path, str | None]] = [(case.label, None)] if case.label is not None else []
+    masks += [(p, name) for name, p in (case.structures or {}).items()]
+    for mask_path, structure in masks:
+        problems += _check_mask(mask_path, structure, read[0] if read else None, index, tally)
+    return problems
+
+
+def _check_mask(
+    path: Path,
+    structure: str | None,
+    image: tuple[Path, tuple[int, ...], ImageMeta] | None,
+    index: DatasetIndex,
+    tally: _Tally,
+) -> list[str]:
+    try:
+        lab, meta = read_label(path)
+    except MedsslError as exc:
+        return [_relative(exc, index.root)]
+    problems = []
+    if image is not None:
+        problems += _compare(image[0], image[1], image[2], path, tuple(lab.shape), meta, index.root, "mask")
+    values = frozenset(int(v) for v in np.unique(lab))
+    rel = _rel(path, index.root)
+    if len(values) > MAX_MASK_VALUES:
+        problems.append(
+            f"{rel}: {len(values)} distinct values, looks like a grey-level or antialiased image, not a mask"
+        )
+    elif min(values, default=0) < 0:
+        problems.append(f"{rel}: negative label values {_show(v for v in values if v < 0)}")
+    elif structure is not None:
+        if not any(values <= b for b in _BINARY):
+            problems.append(
+                f"{rel}: mask of structure {structure!r} is not binary, values {_show(values)} "
+                "(expected within {0, 1} or {0, 255})"
+            )
+    else:
+        tally.label_values[rel] = values
+    return problems
+
+
+def _compare(
+    ref_path: Path,
+    ref_shape: tuple[int, ...],
+    ref_meta: ImageMeta,
+    path: Path,
+    shape: tuple[int, ...],
+    meta: ImageMeta,
+    root: Path,
+    what: str,
+) -> list[str]:
+    """Shape and (for physical formats) geometry agreement between an image and its mask or channel file."""
+    a, b = _rel(ref_path, root), _rel(path, root)
+    if shape != ref_shape:
+        return [f"shape mismatch: image {a} is {_dims(ref_shape)} but {what} {b} is {_dims(shape)}"]
+    diff = geometry_difference(ref_meta, meta)
+    return [f"geometry mismatch between image {a} and {what} {b}: {diff}"] if diff else []
+
+
+def geometry_difference(a: ImageMeta, b: ImageMeta, rtol: float = GEOMETRY_RTOL) -> str:
+    """Which of spacing, origin and direction differ beyond ``rtol`` ("" when they agree or one is not physical).
+
+    Args:
+        a: first geometry.
+        b: second geometry.
+        rtol: relative tolerance (origins also accept ``rtol`` times the voxel size, directions ``rtol``).
+
+    Returns:
+        A description of the differences, or "".
+    """
+    if not (a.physical and b.physical) or a.ndim != b.ndim:
+        return ""
+    diffs = []
+    if not np.allclose(a.spacing, b.spacing, rtol=rtol, atol=0.0):
+        diffs.append(f"spacing {_vec(a.spacing)} vs {_vec(b.spacing)}")
+    if not np.allclose(a.origin, b.origin, rtol=rtol, atol=rtol * max(*a.spacing, 1e-6)):
+        diffs.append(f"origin {_vec(a.origin)} vs {_vec(b.origin)}")
+    if not np.allclose(a.direction, b.direction, rtol=0.0, atol=rtol):
+        diffs.append("direction differs")
+    return "; ".join(diffs)
+
+
+# ----------------------------------------------------------------------------------------- dataset-wide rules
+
+
+def _check_label_values(index: DatasetIndex, tally: _Tally) -> list[str]:
+    """Label values undeclared (msd) or inconsistent with the dataset's usual mask values."""
+    if index.labels is not None:
+        declared = frozenset(index.labels)
+        out = []
+        for rel, values in tally.label_values.items():
+            if not values <= declared:
+                out.append(
+                    f"{rel}: label values {_show(values - declared)} not declared in dataset.json "
+                    f"(declared: {_show(declared)})"
+                )
+        return out
+    if all(any(v <= b for b in _BINARY) for v in tally.label_values.values()):
+        return []  # binary masks, 0/1 or 0/255
+    counts = Counter(v for v in tally.label_values.values() if len(v) > 1)
+    reference = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))[0] if counts else frozenset({0})
+    return [
+        f"{rel}: mask values {_show(values - reference)} are not among the values of most masks "
+        f"({_show(reference)}); masks must be binary (0/1 or 0/255) or label maps with the same values"
+        for rel, values in tally.label_values.items()
+        if not values <= reference
+    ]
+
+
+def _check_consistency(tally: _Tally) -> list[str]:
+    """Images whose channel count or dimensionality differs from most of the dataset."""
+    if not tally.layouts:
+        return []
+    usual = Counter(tally.layouts.values()).most_common(1)[0][0]
+    return [
+        f"{rel}: {c} channel(s), {n}D, while most images have {usual[0]} channel(s), {usual[1]}D"
+        for rel, (c, n) in tally.layouts.items()
+        if (c, n) != usual
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- format
+
+
+def _show(values: Iterable[int]) -> str:
+    vals = sorted(values)
+    text = ", ".join(str(v) for v in vals[:10])
+    return "{" + text + (", ..." if len(vals) > 10 else "") + "}"
+
+
+def _vec(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+__all__ = ["CheckReport", "check_dataset", "check_dataset_report", "geometry_difference"]

@@ -1,0 +1,46 @@
+"""Segmentation metrics: overlap, surface distances, and folder-level evaluation.
+
+Array functions take masks of equal shape (non-zero is foreground) and ``spacing`` (per axis; None = 1, i.e.
+distances in voxels). Empty-mask rules:
+
+- ``dice(pred, truth) -> float``: both empty 1.0, one empty 0.0;
+- ``xor_error(pred, truth) -> float | None``: ``|P xor G| / |G|``; None when G is empty (counted as undefined);
+- ``hausdorff(pred, truth, spacing, percentile=100) -> float | None``: both empty 0.0, one empty None;
+- ``normalized_surface_dice(pred, truth, spacing, tolerance) -> float``: both empty 1.0, one empty 0.0
+  (``tolerance`` in the unit of ``spacing``; ``d <= tolerance`` counts as correct).
+
+Surfaces: a surface voxel is a foreground voxel with a background face-neighbour, the image border counting as
+background. ``percentile=95`` gives HD95 as the larger of the two directed 95th percentiles (MONAI's
+convention). NSD (Nikolov et al. 2021) counts surface voxels, each weighing 1 (MONAI's
+``compute_surface_dice`` with ``use_subvoxels=False``), rather than weighting surfels by area.
+
+Modules: ``overlap`` (dice, xor_error), ``surface`` (surface extraction, distances, hausdorff, NSD),
+``evaluate`` (``evaluate_arrays``, ``evaluate_folders``, ``write_evaluation``: CSV/JSON reports).
+"""
+
+from medssl.metrics.evaluate import binary_metrics, evaluate_arrays, evaluate_folders, summarize, write_evaluation
+from medssl.metrics.overlap import dice, xor_error
+from medssl.metrics.surface import (
+    hausdorff,
+    hausdorff_from_distances,
+    normalized_surface_dice,
+    nsd_from_distances,
+    surface_distances,
+    surface_voxels,
+)
+
+__all__ = [
+    "binary_metrics",
+    "dice",
+    "evaluate_arrays",
+    "evaluate_folders",
+    "hausdorff",
+    "hausdorff_from_distances",
+    "normalized_surface_dice",
+    "nsd_from_distances",
+    "summarize",
+    "surface_distances",
+    "surface_voxels",
+    "write_evaluation",
+    "xor_error",
+]

@@ -1,0 +1,67 @@
+"""Tiny synthetic datasets shared by the engine and CLI tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Settings that make a fine-tuning run take seconds: a 2-scale U-Net, tiny patches and batches.
+TINY = {"channels": [4, 8], "batch_size": 2, "val_interval": 2, "max_val_cases": 2, "overlay_cases": 2}
+
+
+@pytest.fixture(autouse=True)
+def _two_threads() -> None:
+    torch.set_num_threads(2)
+
+
+def _disc(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    centre = [rng.uniform(s * 0.35, s * 0.65) for s in shape]
+    radius = min(shape) * rng.uniform(0.2, 0.3)
+    grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def paired_2d(tmp_path: Path) -> Path:
+    """``images/`` + ``masks/`` PNGs: a bright noisy disc (mask 255) on a dark background."""
+    root = tmp_path / "paired"
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        mask = _disc((32, 32), rng)
+        img = np.clip(60 + 120 * mask + rng.normal(0, 15, mask.shape), 0, 255).astype(np.uint8)
+        for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / sub / f"case{i:02d}.png")
+    return root
+
+
+@pytest.fixture
+def msd_3d(tmp_path: Path) -> Path:
+    """A Decathlon folder of 16^3 NIfTI volumes with an oblique 1.5 x 1 x 2 mm affine and labels 1, 2."""
+    root = tmp_path / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(1)
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = np.array([[1.5 * c, -s, 0, -10], [1.5 * s, c, 0, 5], [0, 0, 2.0, 20], [0, 0, 0, 1]])
+    entries = []
+    for i in range(6):
+        disc = _disc((16, 16, 16), rng)
+        label = disc.astype(np.uint8)
+        label[disc & (np.arange(16)[:, None, None] >= 8)] = 2
+        img = (50 + 80 * disc + 40 * (label == 2) + rng.normal(0, 8, disc.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, affine), root / "imagesTr" / f"vol_{i:03d}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"vol_{i:03d}.nii.gz")
+        entries.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "front", "2": "back"}, "training": entries,
+    }))
+    return root

@@ -1,0 +1,141 @@
+"""UNet / build_unet in 2D and 3D, including a UNet around a contract-only custom encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from medssl.errors import MedsslError
+from medssl.networks import Encoder, UNet, UNetEncoder, build_unet
+from medssl.networks.unet import UNetDecoder, UNetHead
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate the run time on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = (4, 8, 16)
+
+
+def _assert_all_grads(module: nn.Module) -> None:
+    for name, param in module.named_parameters():
+        assert param.grad is not None, f"{name} has no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+        assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+def _step(model: nn.Module, x: torch.Tensor, classes: int) -> torch.Tensor:
+    target = torch.randint(0, classes, (x.shape[0], *x.shape[2:]))
+    logits = model(x)
+    nn.functional.cross_entropy(logits, target).backward()
+    return logits
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_build_unet_shapes_and_grads(dims: int, batch: int) -> None:
+    model = build_unet(dims, 2, 3, channels=SMALL)
+    x = torch.randn(batch, 2, *[16] * dims)
+    logits = _step(model, x, 3)
+    assert logits.shape == (batch, 3, *[16] * dims)
+    assert torch.isfinite(logits).all()
+    _assert_all_grads(model)
+
+
+def test_attributes_and_submodules() -> None:
+    model = build_unet(3, 1, 2)
+    assert isinstance(model.encoder, UNetEncoder)
+    assert isinstance(model.decoder, UNetDecoder) and isinstance(model.head, UNetHead)
+    assert model.encoder.channels == (32, 64, 128, 256, 320)
+    assert model.spatial_dims == 3 and model.in_channels == 1 and model.out_channels == 2
+    assert model.required_divisor == model.encoder.required_divisor == 16
+    # Every parameter lives in exactly one of encoder / decoder / head.
+    parts = sum(sum(p.numel() for p in m.parameters()) for m in (model.encoder, model.decoder, model.head))
+    assert parts == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_default_widths_at_batch_one(dims: int) -> None:
+    model = build_unet(dims, 1, 2)  # training mode: instance norm must cope with one sample and a 2^d deepest map
+    with torch.no_grad():  # forward only: a backward pass at these widths would dominate the test time
+        assert model(torch.randn(1, 1, *[32] * dims)).shape == (1, 2, *[32] * dims)
+
+
+@pytest.mark.parametrize("channels", [(8,), (4, 8), (2, 4, 4, 8, 8, 8)])
+def test_any_number_of_scales(channels: tuple[int, ...]) -> None:
+    model = build_unet(2, 1, 2, channels=channels, norm="group", dropout=0.1)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2, 32, 32)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_deep_supervision(dims: int) -> None:
+    model = build_unet(dims, 1, 2, channels=(4, 8, 8, 16), deep_supervision=True)
+    outs = model(torch.randn(2, 1, *[16] * dims))
+    assert isinstance(outs, list)
+    assert [o.shape[2] for o in outs] == [16, 8, 4]
+    assert all(o.shape[:2] == (2, 2) for o in outs)
+    sum(o.mean() for o in outs).backward()
+    _assert_all_grads(model)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, *[16] * dims)).shape == (1, 2, *[16] * dims)
+
+
+def test_eval_mode_is_deterministic_and_no_grad() -> None:
+    model = build_unet(2, 1, 2, channels=SMALL).eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+
+
+class _PatchEncoder(Encoder):
+    """Contract-only encoder with strides (2, 4, 8): finest map is below input resolution."""
+
+    def __init__(self, spatial_dims: int, in_channels: int) -> None:
+        super().__init__(spatial_dims, in_channels, (6, 10, 12), (2, 4, 8))
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]  # test-local; the package maps dims only in layers.py
+        self.convs = nn.ModuleList(
+            [conv(in_channels, 6, 2, stride=2), conv(6, 10, 2, stride=2), conv(10, 12, 2, stride=2)]
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for c in self.convs:
+            x = torch.relu(c(x))
+            feats.append(x)
+        return feats
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unet_around_custom_encoder(dims: int) -> None:
+    model = UNet(_PatchEncoder(dims, 2), out_channels=4)
+    assert model.required_divisor == 8
+    logits = _step(model, torch.randn(2, 2, *[16] * dims), 4)
+    assert logits.shape == (2, 4, *[16] * dims)
+    _assert_all_grads(model)
+    assert model.decoder.out_channels == 6
+
+
+def test_swapping_the_encoder_keeps_decoder_and_head_types() -> None:
+    a, b = build_unet(2, 1, 2, channels=SMALL), build_unet(2, 1, 2, channels=SMALL)
+    a.encoder.load_state_dict(b.encoder.state_dict())
+    x = torch.randn(1, 1, 16, 16)
+    torch.testing.assert_close(a.encoder(x)[-1], b.encoder(x)[-1])
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(MedsslError):
+        UNet(nn.Conv2d(1, 1, 1), 2)  # type: ignore[arg-type]
+    with pytest.raises(MedsslError):
+        build_unet(2, 1, 0)
+    with pytest.raises(MedsslError, match="divisible"):
+        build_unet(2, 1, 2, channels=SMALL)(torch.randn(1, 1, 18, 16))
