@@ -30,8 +30,9 @@ def time_to_dice(metrics_csv: Path) -> list[dict[str, float]]:
     with metrics_csv.open() as fh:
         for row in csv.DictReader(fh):
             if row.get("val_dice"):
-                rows.append({"step": int(row["step"]), "elapsed_s": float(row["elapsed_s"]),
-                             "val_dice": float(row["val_dice"])})
+                rows.append(
+                    {"step": int(row["step"]), "elapsed_s": float(row["elapsed_s"]), "val_dice": float(row["val_dice"])}
+                )
     return rows
 
 
@@ -50,24 +51,45 @@ def main() -> None:
     data = require(DATA / DATASETS[args.dataset])
     run = args.keep or Path(tempfile.mkdtemp()) / "run"
     result = api.finetune(
-        data, run, label_fraction=args.fraction, seed=args.seed, max_steps=args.max_steps, overwrite=True,
-        precision=args.precision, max_minutes=args.minutes, val_interval=args.val_interval, quiet=True,
+        data,
+        run,
+        label_fraction=args.fraction,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        overwrite=True,
+        precision=args.precision,
+        max_minutes=args.minutes,
+        val_interval=args.val_interval,
+        quiet=True,
     )
     plan = json.loads((run / "plan.json").read_text())
     split = json.loads((run / "split.json").read_text())
-    summary = {label: {m: v.get(m) for m in ("dice", "hd95", "hd", "nsd", "xor", "n_cases")}
-               for label, v in result.test_summary.items()}
+    summary = {
+        label: {m: v.get(m) for m in ("dice", "hd95", "hd", "nsd", "xor", "n_cases")}
+        for label, v in result.test_summary.items()
+    }
     dices = [v["dice"] for v in summary.values() if v["dice"] is not None]
-    name = f"finetune_{args.dataset}_{int(round(args.fraction * 100)):03d}pct_seed{args.seed}"
+    name = f"finetune_{args.dataset}_{round(args.fraction * 100):03d}pct_seed{args.seed}"
     write_result(
         name,
-        settings={**vars(args), "keep": str(args.keep) if args.keep else None, "patch_size": plan["patch_size"],
-                  "channels": plan["channels"], "batch_size": plan["batch_size"],
-                  "n_train_labelled": len(split["train_labelled"]), "n_val": len(split["val"]),
-                  "n_test": len(split["test"]), "split_seed": split["split_seed"]},
-        results={"test": summary, "mean_dice": sum(dices) / len(dices) if dices else None,
-                 "best_val_dice": result.best_val_dice, "train_seconds": result.train_seconds,
-                 "time_to_dice": time_to_dice(run / "logs" / "metrics.csv")},
+        settings={
+            **vars(args),
+            "keep": str(args.keep) if args.keep else None,
+            "patch_size": plan["patch_size"],
+            "channels": plan["channels"],
+            "batch_size": plan["batch_size"],
+            "n_train_labelled": len(split["train_labelled"]),
+            "n_val": len(split["val"]),
+            "n_test": len(split["test"]),
+            "split_seed": split["split_seed"],
+        },
+        results={
+            "test": summary,
+            "mean_dice": sum(dices) / len(dices) if dices else None,
+            "best_val_dice": result.best_val_dice,
+            "train_seconds": result.train_seconds,
+            "time_to_dice": time_to_dice(run / "logs" / "metrics.csv"),
+        },
     )
     if args.keep is None:
         shutil.rmtree(run.parent, ignore_errors=True)

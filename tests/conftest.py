@@ -61,7 +61,13 @@ def msd_3d(tmp_path: Path) -> Path:
         nib.save(nib.Nifti1Image(img, affine), root / "imagesTr" / f"vol_{i:03d}.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"vol_{i:03d}.nii.gz")
         entries.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({
-        "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "front", "2": "back"}, "training": entries,
-    }))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "modality": {"0": "MRI"},
+                "labels": {"0": "background", "1": "front", "2": "back"},
+                "training": entries,
+            }
+        )
+    )
     return root

@@ -59,9 +59,21 @@ def finetune(
     if cfg.max_steps < 1:
         raise MedsslError(f"max_steps must be at least 1, not {cfg.max_steps}")
     return run_finetune(
-        data, out, cfg, dims=dims, label_fraction=label_fraction, seed=seed, init=init, resume=resume,
-        overwrite=overwrite, devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision,
-        split_file=split_file, quiet=quiet,
+        data,
+        out,
+        cfg,
+        dims=dims,
+        label_fraction=label_fraction,
+        seed=seed,
+        init=init,
+        resume=resume,
+        overwrite=overwrite,
+        devices=devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        precision=precision,
+        split_file=split_file,
+        quiet=quiet,
     )
 
 

@@ -16,8 +16,12 @@ from rich.table import Table
 
 from medssl.errors import MedsslError
 
-app = typer.Typer(help="Label-efficient medical image segmentation in 2D and 3D.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Label-efficient medical image segmentation in 2D and 3D.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out_console = Console()
@@ -67,9 +71,23 @@ def finetune(
 
     n_devices: int | str = int(devices) if devices.isdigit() else devices
     result = api.finetune(
-        data, out, dims=dims, label_fraction=label_fraction, seed=seed, max_steps=max_steps, init=init, config=config,
-        resume=resume, overwrite=overwrite, devices=n_devices, num_nodes=num_nodes, accelerator=accelerator,
-        precision=precision, split_file=split, quiet=quiet, max_minutes=max_minutes,
+        data,
+        out,
+        dims=dims,
+        label_fraction=label_fraction,
+        seed=seed,
+        max_steps=max_steps,
+        init=init,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        devices=n_devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        precision=precision,
+        split_file=split,
+        quiet=quiet,
+        max_minutes=max_minutes,
     )
     if result.test_summary:
         _print_summary(result.test_summary, f"test cases of {out}")

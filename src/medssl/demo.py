@@ -41,18 +41,26 @@ def build_demo_dataset(root: Path, step: int = 2) -> dict[str, list[str]]:
     slice_affine[:2, 3] = affine[:2, 3]
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    brain = np.flatnonzero(labels.reshape(-1, labels.shape[2]).any(0))
+    brain = np.flatnonzero(labels.any(axis=(0, 1)))
     ids = []
     for z in range(int(brain.min()) + 2, int(brain.max()) - 1, step):
         case = f"mni_z{z:03d}"
         nib.save(nib.Nifti1Image(image[:, :, z], slice_affine), root / "imagesTr" / f"{case}.nii.gz")
         nib.save(nib.Nifti1Image(labels[:, :, z], slice_affine), root / "labelsTr" / f"{case}.nii.gz")
         ids.append(case)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "MNI152 slices", "description": "axial slices of the MNI ICBM152 2009 template (nilearn)",
-        "modality": {"0": "MRI"}, "labels": _LABELS, "numTraining": len(ids),
-        "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
-    }, indent=2))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "MNI152 slices",
+                "description": "axial slices of the MNI ICBM152 2009 template (nilearn)",
+                "modality": {"0": "MRI"},
+                "labels": _LABELS,
+                "numTraining": len(ids),
+                "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
+            },
+            indent=2,
+        )
+    )
     n = len(ids)
     test = ids[int(n * 0.45) : int(n * 0.62)]
     val = ids[int(n * 0.25) : int(n * 0.30)]
@@ -81,7 +89,8 @@ def run_demo(out: str | Path, *, max_steps: int = 400, overwrite: bool = False) 
     result = api.finetune(data, root / "run", max_steps=max_steps, split_file=split_file, val_interval=100)
     lines = [
         f"demo finished: trained on {len(split['train'])} slices, held out {len(split['test'])} (a contiguous slab)",
-        "test Dice: " + ", ".join(f"{k} {v['dice']:.3f}" for k, v in result.test_summary.items() if v.get("dice") is not None),
+        "test Dice: "
+        + ", ".join(f"{k} {v['dice']:.3f}" for k, v in result.test_summary.items() if v.get("dice") is not None),
         f"report and run folder: {result.run_dir}",
     ]
     lines += [f"  {what}: {path}" for what, path in result.files.items()]

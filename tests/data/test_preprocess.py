@@ -16,10 +16,20 @@ from medssl.errors import MedsslError
 
 
 def _plan(**kw):
-    base = dict(spatial_dims=3, data_dims=3, in_channels=1, task="labelmap", class_values=[0, 3, 7],
-                class_names=["background", "a", "b"], target_spacing=[2.0, 2.0, 2.0], normalization="zscore",
-                intensity=[{"mean": 10.0, "std": 2.0, "p00_5": 0.0, "p99_5": 20.0, "min": 0.0, "max": 30.0}],
-                patch_size=[16, 16, 16], channels=[8, 16], batch_size=2)
+    base = dict(
+        spatial_dims=3,
+        data_dims=3,
+        in_channels=1,
+        task="labelmap",
+        class_values=[0, 3, 7],
+        class_names=["background", "a", "b"],
+        target_spacing=[2.0, 2.0, 2.0],
+        normalization="zscore",
+        intensity=[{"mean": 10.0, "std": 2.0, "p00_5": 0.0, "p99_5": 20.0, "min": 0.0, "max": 30.0}],
+        patch_size=[16, 16, 16],
+        channels=[8, 16],
+        batch_size=2,
+    )
     base.update(kw)
     return Plan(**base)
 
@@ -47,8 +57,9 @@ def test_encode_target_maps_values_and_resamples():
 
 
 def test_encode_target_rejects_unplanned_values():
-    case = LoadedCase("c9", np.zeros((1, 4, 4, 4), np.float32), _meta((4, 4, 4), (2.0, 2.0, 2.0)),
-                      label=np.full((4, 4, 4), 5))
+    case = LoadedCase(
+        "c9", np.zeros((1, 4, 4, 4), np.float32), _meta((4, 4, 4), (2.0, 2.0, 2.0)), label=np.full((4, 4, 4), 5)
+    )
     with pytest.raises(MedsslError, match="c9"):
         encode_target(case, _plan())
 

@@ -21,8 +21,18 @@ from tests.conftest import TINY
 def test_2d_run_folder_holds_everything_and_learns(paired_2d: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = api.finetune(paired_2d, run, max_steps=80, quiet=True, **{**TINY, "val_interval": 40, "channels": [8, 16]})
-    for name in ("plan.json", "split.json", "config.yaml", "fingerprint.json", "training_curves.png", "overlays.png",
-                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "evaluation/test.json", "evaluation/test.csv"):
+    for name in (
+        "plan.json",
+        "split.json",
+        "config.yaml",
+        "fingerprint.json",
+        "training_curves.png",
+        "overlays.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "evaluation/test.json",
+        "evaluation/test.csv",
+    ):
         assert (run / name).is_file(), name
     split = json.loads((run / "split.json").read_text())
     assert len(split["test"]) == 2 and not set(split["test"]) & set(split["train"])
@@ -59,7 +69,9 @@ def test_resume_without_run_is_refused(paired_2d: Path, tmp_path: Path) -> None:
         api.finetune(paired_2d, tmp_path / "none", max_steps=2, resume=True, quiet=True, **TINY)
 
 
-def test_init_loads_encoder_and_refuses_mismatch(paired_2d: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_loads_encoder_and_refuses_mismatch(
+    paired_2d: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     api.finetune(paired_2d, tmp_path / "a", max_steps=2, quiet=True, **TINY)
     plan = Plan.load(tmp_path / "a" / "plan.json")
     net = build_network(plan)
@@ -96,8 +108,9 @@ def test_2d_network_on_volumes(msd_3d: Path, tmp_path: Path) -> None:
 
 
 def test_bf16_mixed_precision_on_cpu(paired_2d: Path, tmp_path: Path) -> None:
-    result = api.finetune(paired_2d, tmp_path / "run", max_steps=2, precision="bf16-mixed", accelerator="cpu",
-                          quiet=True, **TINY)
+    result = api.finetune(
+        paired_2d, tmp_path / "run", max_steps=2, precision="bf16-mixed", accelerator="cpu", quiet=True, **TINY
+    )
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
 
 

@@ -20,8 +20,9 @@ def test_labels_stay_labels_and_image_moves_with_them(dims):
     region = (slice(None), slice(None), *([slice(4, 9)] * dims))
     x[region] = 1.0
     y = (x > 0).to(torch.uint8) * 2
-    mats = random_affine_matrices(1, dims, max_degrees=30, scale_range=(0.9, 1.1), probability=1.0,
-                                  generator=torch.Generator().manual_seed(0))
+    mats = random_affine_matrices(
+        1, dims, max_degrees=30, scale_range=(0.9, 1.1), probability=1.0, generator=torch.Generator().manual_seed(0)
+    )
     x2, y2 = apply_affine(x, y, mats)
     assert set(torch.unique(y2).tolist()) <= {0, 2}
     agreement = ((x2 > 0.5) == (y2 > 0)).float().mean()

@@ -6,9 +6,20 @@ from medssl.segment.inference import activate, predict_logits
 
 
 def _plan(**kw):
-    base = dict(spatial_dims=2, data_dims=2, in_channels=1, task="labelmap", class_values=[0, 1],
-                class_names=["background", "a"], target_spacing=None, normalization="zscore", intensity=[],
-                patch_size=[8, 8], channels=[4], batch_size=2)
+    base = dict(
+        spatial_dims=2,
+        data_dims=2,
+        in_channels=1,
+        task="labelmap",
+        class_values=[0, 1],
+        class_names=["background", "a"],
+        target_spacing=None,
+        normalization="zscore",
+        intensity=[],
+        patch_size=[8, 8],
+        channels=[4],
+        batch_size=2,
+    )
     base.update(kw)
     return Plan(**base)
 

@@ -196,8 +196,9 @@ def make_plan(
     if dims < data_dims:
         slice_axis = int(np.argmax(spacing)) if spacing.max() > spacing.min() * 1.01 else data_dims - 1
         median_shape = np.delete(median_shape, slice_axis)
+    values: list[int] = []
     if structures:
-        task, values, names = "multilabel", [], list(structures)
+        task, names = "multilabel", list(structures)
     else:
         task = "labelmap"
         values, names = _classes(fp.label_values, labels or {})

@@ -47,19 +47,27 @@ def evaluate_test_cases(
         if len(panels) < overlay_cases:
             dices = [v["dice"] for v in per_label.values() if v["dice"] is not None]
             pred_masks, truth_masks = _masks(labels, case, plan)
-            panels.append(OverlayCase(case.case_id, case.image, pred_masks, truth_masks,
-                                      float(np.mean(dices)) if dices else None))
-    result = {
+            panels.append(
+                OverlayCase(case.case_id, case.image, pred_masks, truth_masks, float(np.mean(dices)) if dices else None)
+            )
+    result: dict[str, Any] = {
         "cases": rows,
         "summary": summarize(rows),
-        "settings": {"tolerance": tolerance, "units": units, "checkpoint": str(model.checkpoint),
-                     "sw_overlap": overlap},
+        "settings": {
+            "tolerance": tolerance,
+            "units": units,
+            "checkpoint": str(model.checkpoint),
+            "sw_overlap": overlap,
+        },
     }
     json_path, csv_path = write_evaluation(result, run / "evaluation" / "test.json")
     files = {"predictions": str(pred_dir), "evaluation": str(json_path), "evaluation_csv": str(csv_path)}
     if panels:
-        files["overlays"] = str(save_overlays(panels, plan.class_names[1:] if plan.task == "labelmap"
-                                              else plan.class_names, run / "overlays.png"))
+        files["overlays"] = str(
+            save_overlays(
+                panels, plan.class_names[1:] if plan.task == "labelmap" else plan.class_names, run / "overlays.png"
+            )
+        )
     return result["summary"], files
 
 
@@ -68,8 +76,10 @@ def _score(
 ) -> dict[str, dict[str, Any]]:
     if plan.task == "multilabel":
         assert case.structures is not None
-        return {name: binary_metrics(labels[s] > 0, case.structures[s], spacing, tolerance)
-                for s, name in enumerate(plan.class_names)}
+        return {
+            name: binary_metrics(labels[s] > 0, case.structures[s], spacing, tolerance)
+            for s, name in enumerate(plan.class_names)
+        }
     assert case.label is not None
     return evaluate_arrays(labels, case.label, spacing, plan.foreground_labels, tolerance)
 

@@ -108,34 +108,56 @@ def run_finetune(
         split = load_split(split_file, ids)
     else:
         split = make_split(
-            sorted(ids), test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-            label_fraction=label_fraction, seed=seed, split_seed=cfg.split_seed,
+            sorted(ids),
+            test_fraction=cfg.test_fraction,
+            val_fraction=cfg.val_fraction,
+            label_fraction=label_fraction,
+            seed=seed,
+            split_seed=cfg.split_seed,
         )
     if not split["val"]:
         raise MedsslError("the split has no validation case; raise val_fraction or add cases")
     by_id = {c.case_id: c for c in index.cases}
     progress = _progress(quiet or not main)
 
-    train_cases = [load_case(by_id[i], index.structures) for i in progress(split["train_labelled"], "loading training cases")]
+    train_cases = [
+        load_case(by_id[i], index.structures) for i in progress(split["train_labelled"], "loading training cases")
+    ]
     plan_path = run / "plan.json"
     if resume and plan_path.is_file():
         plan = Plan.load(plan_path)
     else:
         fp = compute_fingerprint(train_cases, index.modality, seed=seed)
         plan = make_plan(
-            fp, spatial_dims=dims, labels=index.labels, structures=index.structures,
-            patch_size=cfg.patch_size, channels=cfg.channels, batch_size=cfg.batch_size,
+            fp,
+            spatial_dims=dims,
+            labels=index.labels,
+            structures=index.structures,
+            patch_size=cfg.patch_size,
+            channels=cfg.channels,
+            batch_size=cfg.batch_size,
         )
         if main:
             save_split(split, split_path)
             plan.save(plan_path)
             _save_fingerprint(fp, run / "fingerprint.json")
             save_config(cfg, run / "config.yaml")
-            _save_json(run / "command.json", {"data": str(data), "dims": dims, "label_fraction": label_fraction,
-                                              "seed": seed, "init": str(init) if init else None})
+            _save_json(
+                run / "command.json",
+                {
+                    "data": str(data),
+                    "dims": dims,
+                    "label_fraction": label_fraction,
+                    "seed": seed,
+                    "init": str(init) if init else None,
+                },
+            )
     train_x, train_y = _prepare(train_cases, plan)
     del train_cases
-    val_cases = [load_case(by_id[i], index.structures) for i in progress(split["val"][: cfg.max_val_cases], "loading validation cases")]
+    val_cases = [
+        load_case(by_id[i], index.structures)
+        for i in progress(split["val"][: cfg.max_val_cases], "loading validation cases")
+    ]
     val_x, val_y = _prepare(val_cases, plan)
     del val_cases
 
@@ -146,17 +168,31 @@ def run_finetune(
         if main:
             console.print(f"[green]--init[/green]: loaded {n} encoder tensors from {init}")
     module = SegmentationModule(
-        network, plan, lr=cfg.lr, weight_decay=cfg.weight_decay, max_steps=cfg.max_steps, sw_overlap=cfg.sw_overlap,
-        rotate_degrees=cfg.rotate_degrees, scale_range=(cfg.scale_range[0], cfg.scale_range[1]),
-        affine_probability=cfg.affine_probability, seed=seed,
+        network,
+        plan,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        max_steps=cfg.max_steps,
+        sw_overlap=cfg.sw_overlap,
+        rotate_degrees=cfg.rotate_degrees,
+        scale_range=(cfg.scale_range[0], cfg.scale_range[1]),
+        affine_probability=cfg.affine_probability,
+        seed=seed,
     )
     patches = PatchDataset(
-        train_x, train_y, plan.patch_size, cfg.val_interval * plan.batch_size,
-        foreground_fraction=cfg.foreground_fraction, slice_axis=plan.slice_axis, flip_axes=cfg.flip_axes,
-        intensity_probability=cfg.intensity_probability, seed=seed,
+        train_x,
+        train_y,
+        plan.patch_size,
+        cfg.val_interval * plan.batch_size,
+        foreground_fraction=cfg.foreground_fraction,
+        slice_axis=plan.slice_axis,
+        flip_axes=cfg.flip_axes,
+        intensity_probability=cfg.intensity_probability,
+        seed=seed,
     )
-    trainer = _trainer(run, cfg, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-                       precision=precision, quiet=quiet)
+    trainer = _trainer(
+        run, cfg, devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision, quiet=quiet
+    )
     patches.reseed(seed * 1000 + trainer.global_rank)
     last = run / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
@@ -169,8 +205,9 @@ def run_finetune(
     seconds = time.perf_counter() - started
     ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))  # type: ignore[attr-defined]
     best_score = float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None
-    result = FinetuneResult(run, Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None, best_score,
-                            train_seconds=seconds)
+    result = FinetuneResult(
+        run, Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None, best_score, train_seconds=seconds
+    )
     if not trainer.is_global_zero:
         return result
     curves = plot_training_curves(run / "logs" / "metrics.csv", run / "training_curves.png")
@@ -179,15 +216,28 @@ def run_finetune(
     if split["test"]:
         model = load_trained_model(run)
         test_cases = (load_case(by_id[i], index.structures) for i in split["test"])
-        summary, files = evaluate_test_cases(model, test_cases, run, overlap=cfg.sw_overlap,
-                                             overlay_cases=cfg.overlay_cases, progress=progress, n=len(split["test"]))
+        summary, files = evaluate_test_cases(
+            model,
+            test_cases,
+            run,
+            overlap=cfg.sw_overlap,
+            overlay_cases=cfg.overlay_cases,
+            progress=progress,
+            n=len(split["test"]),
+        )
         result.test_summary = summary
         result.files.update(files)
-    _save_json(run / "result.json", {
-        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-        "best_val_dice": best_score, "train_seconds": seconds, "global_step": trainer.global_step,
-        "test_summary": result.test_summary, "files": result.files,
-    })
+    _save_json(
+        run / "result.json",
+        {
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "best_val_dice": best_score,
+            "train_seconds": seconds,
+            "global_step": trainer.global_step,
+            "test_summary": result.test_summary,
+            "files": result.files,
+        },
+    )
     return result
 
 
@@ -207,21 +257,42 @@ def _prepare(cases: list[LoadedCase], plan: Plan) -> tuple[list[np.ndarray], lis
 
 
 def _trainer(
-    run: Path, cfg: FinetuneConfig, *, devices: int | str, num_nodes: int, accelerator: str, precision: str,
+    run: Path,
+    cfg: FinetuneConfig,
+    *,
+    devices: int | str,
+    num_nodes: int,
+    accelerator: str,
+    precision: str,
     quiet: bool,
 ) -> L.Trainer:
     multi = num_nodes > 1 or (isinstance(devices, int) and devices > 1) or devices == "auto"
     checkpoint = ModelCheckpoint(
-        dirpath=run / "checkpoints", filename="best", monitor="val_dice", mode="max", save_last=True,
-        enable_version_counter=False, auto_insert_metric_name=False,
+        dirpath=run / "checkpoints",
+        filename="best",
+        monitor="val_dice",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
     )
     try:
         return L.Trainer(
-            max_steps=cfg.max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-            strategy="ddp" if multi else "auto", precision=precision,  # type: ignore[arg-type]
-            callbacks=[checkpoint], logger=CSVLogger(run, name="logs", version=""), plugins=[SafeCheckpointIO()],
-            num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=not quiet,
-            log_every_n_steps=min(10, cfg.val_interval), max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+            max_steps=cfg.max_steps,
+            max_epochs=-1,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy="ddp" if multi else "auto",
+            precision=precision,  # type: ignore[arg-type]
+            callbacks=[checkpoint],
+            logger=CSVLogger(run, name="logs", version=""),
+            plugins=[SafeCheckpointIO()],
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            enable_progress_bar=not quiet,
+            log_every_n_steps=min(10, cfg.val_interval),
+            max_time={"seconds": round(cfg.max_minutes * 60)} if cfg.max_minutes else None,
             default_root_dir=run,
         )
     except (ValueError, RuntimeError, TypeError) as exc:  # Lightning's message for bad device/precision options

@@ -14,10 +14,7 @@ def is_main_process() -> bool:
 
     Lightning's re-launched DDP workers and ``torchrun`` workers carry their rank in the environment.
     """
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
-        if int(os.environ.get(var, "0") or 0) != 0:
-            return False
-    return True
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def prepare_output_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -56,7 +55,7 @@ class SegmentationModule(L.LightningModule):
         self._fit_started = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # type: ignore[no-any-return]
+        return self.model(x)
 
     def on_train_start(self) -> None:
         self._fit_started = time.perf_counter()
@@ -65,8 +64,12 @@ class SegmentationModule(L.LightningModule):
         x, y = batch
         if self.affine_probability > 0:
             mats = random_affine_matrices(
-                x.shape[0], x.ndim - 2, max_degrees=self.rotate_degrees, scale_range=self.scale_range,
-                probability=self.affine_probability, generator=self.generator,
+                x.shape[0],
+                x.ndim - 2,
+                max_degrees=self.rotate_degrees,
+                scale_range=self.scale_range,
+                probability=self.affine_probability,
+                generator=self.generator,
             )
             x, y = apply_affine(x, y, mats.to(x.device))
         loss = self.loss(self.model(x), y)

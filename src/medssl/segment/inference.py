@@ -27,16 +27,22 @@ def predict_logits(
     if plan.slice_axis is not None and plan.spatial_dims < plan.data_dims:
         ax = plan.slice_axis + 1
         slices = image.movedim(ax, 0)  # (S, C, *plane)
-        outs = [_tiles(network, slices[i : i + sw_batch_size], plan, overlap, sw_batch_size)
-                for i in range(0, slices.shape[0], sw_batch_size)]
+        outs = [
+            _tiles(network, slices[i : i + sw_batch_size], plan, overlap, sw_batch_size)
+            for i in range(0, slices.shape[0], sw_batch_size)
+        ]
         return torch.cat(outs, 0).movedim(0, ax)
     return _tiles(network, image[None], plan, overlap, sw_batch_size)[0]
 
 
 def _tiles(network: nn.Module, batch: torch.Tensor, plan: Plan, overlap: float, sw_batch_size: int) -> torch.Tensor:
     out = sliding_window_inference(
-        batch, roi_size=tuple(plan.patch_size), sw_batch_size=sw_batch_size, predictor=network,
-        overlap=overlap, mode="gaussian",
+        batch,
+        roi_size=tuple(plan.patch_size),
+        sw_batch_size=sw_batch_size,
+        predictor=network,
+        overlap=overlap,
+        mode="gaussian",
     )
     assert isinstance(out, torch.Tensor)
     return out

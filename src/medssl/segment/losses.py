@@ -32,5 +32,5 @@ class SegmentationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.multilabel:
             t = target.to(logits.dtype)
-            return self.dice(logits, t) + self.bce(logits, t)  # type: ignore[no-any-return]
-        return self.dice(logits, target.long())  # type: ignore[no-any-return]
+            return self.dice(logits, t) + self.bce(logits, t)
+        return self.dice(logits, target.long())

@@ -43,7 +43,9 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     if not plan_file.is_file():
         raise MedsslError(f"{run} is not a medssl fine-tuning run folder (no plan.json)")
     plan = Plan.load(plan_file)
-    ckpt = next((p for p in (run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt") if p.is_file()), None)
+    ckpt = next(
+        (p for p in (run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt") if p.is_file()), None
+    )
     if ckpt is None:
         raise MedsslError(f"{run} has no checkpoint (checkpoints/best.ckpt or last.ckpt)")
     state = load_checkpoint_file(ckpt).get("state_dict", {})
