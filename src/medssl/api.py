@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 
 from medssl.config import FinetuneConfig, resolve
-from medssl.data.check import check_dataset
+from medssl.data.check import CheckReport, check_dataset_report
 from medssl.data.io import read_image
 from medssl.data.layouts import discover_inputs
 from medssl.engine.finetune import FinetuneResult, run_finetune
@@ -24,9 +24,9 @@ from medssl.segment.predict import load_trained_model, predict_image, prediction
 console = Console(stderr=True)
 
 
-def check_data(path: str | Path) -> list[str]:
-    """Every problem found in a dataset folder (empty list: clean)."""
-    return check_dataset(Path(path))
+def check_data(path: str | Path) -> CheckReport:
+    """Every problem found in a dataset folder, with its layout and case counts (``report.ok``: clean)."""
+    return check_dataset_report(Path(path))
 
 
 def finetune(

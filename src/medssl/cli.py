@@ -37,13 +37,14 @@ def data_check(path: Annotated[Path, typer.Argument(help="Dataset folder.")]) ->
     NaN/inf, unreadable files, duplicate stems); exit 1 if there is any."""
     from medssl import api
 
-    problems = api.check_data(path)
-    if problems:
-        for p in problems:
+    report = api.check_data(path)
+    out_console.print(f"{path}: {report.layout or 'unknown'} layout, {report.n_cases} case(s)", highlight=False)
+    if not report.ok:
+        for p in report.problems:
             out_console.print(f"[red]✗[/red] {p}", highlight=False, soft_wrap=True)
-        out_console.print(f"{len(problems)} problem(s) in {path}")
+        out_console.print(f"{len(report.problems)} problem(s) in {path}")
         raise typer.Exit(1)
-    out_console.print(f"[green]✓[/green] {path}: no problems found")
+    out_console.print("[green]✓[/green] no problems found")
 
 
 @app.command()
@@ -134,7 +135,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's dataset and run.")] = Path("medssl-demo"),
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Training steps.")] = 400,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Training steps.")] = 300,
     overwrite: Overwrite = False,
 ) -> None:
     """End-to-end on real data that ships with the install (MNI ICBM152 T1 with grey/white-matter maps):

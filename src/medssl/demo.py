@@ -79,14 +79,16 @@ def _neighbours(ids: list[str], held: list[str]) -> set[str]:
     return gap
 
 
-def run_demo(out: str | Path, *, max_steps: int = 400, overwrite: bool = False) -> str:
+def run_demo(out: str | Path, *, max_steps: int = 300, overwrite: bool = False) -> str:
     """Build the dataset, fine-tune, predict and score the held-out slab; return a short report."""
     root = prepare_output_dir(out, overwrite=overwrite)
     data = root / "data"
     split = build_demo_dataset(data)
     split_file = root / "split.json"
     split_file.write_text(json.dumps(split, indent=2))
-    result = api.finetune(data, root / "run", max_steps=max_steps, split_file=split_file, val_interval=100)
+    result = api.finetune(
+        data, root / "run", max_steps=max_steps, split_file=split_file, val_interval=100, batch_size=8
+    )
     lines = [
         f"demo finished: trained on {len(split['train'])} slices, held out {len(split['test'])} (a contiguous slab)",
         "test Dice: "

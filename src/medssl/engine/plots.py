@@ -83,7 +83,7 @@ def save_overlays(cases: Sequence[OverlayCase], labels: Sequence[str], out_png: 
     n = len(cases)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, case in zip(axes.ravel(), cases, strict=False):

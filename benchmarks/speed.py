@@ -1,0 +1,233 @@
+"""Speed of our training step and sliding-window prediction against a plain MONAI/PyTorch reference.
+
+Same network, same input, same loss, same optimiser, in one run; each part runs in its own subprocess so that
+its peak resident memory (ru_maxrss) is its own. Ours = the Lightning engine driving ``SegmentationModule``
+(augmentation off, so that both sides do the same work; its cost is reported separately); reference = a
+hand-written loop with ``monai.losses.DiceCELoss``. Prediction: ``medssl.segment.inference.predict_logits``
+against ``monai.inferers.sliding_window_inference`` with the same tile, overlap and Gaussian weighting.
+
+    python benchmarks/speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from _common import write_result
+
+CASES = {
+    "2d": {
+        "dims": 2,
+        "batch": 4,
+        "patch": [256, 256],
+        "channels": [16, 32, 64, 128, 256, 256],
+        "classes": 6,
+        "image": [512, 512],
+    },
+    "3d": {
+        "dims": 3,
+        "batch": 2,
+        "patch": [40, 56, 40],
+        "channels": [16, 32, 64, 128],
+        "classes": 3,
+        "image": [96, 112, 96],
+    },
+}
+
+
+def _plan(case: dict[str, Any]) -> Any:
+    from medssl.data.plan import Plan
+
+    return Plan(
+        spatial_dims=case["dims"],
+        data_dims=case["dims"],
+        in_channels=1,
+        task="labelmap",
+        class_values=list(range(case["classes"])),
+        class_names=[str(i) for i in range(case["classes"])],
+        target_spacing=None,
+        normalization="zscore",
+        intensity=[],
+        patch_size=case["patch"],
+        channels=case["channels"],
+        batch_size=case["batch"],
+    )
+
+
+def _data(case: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(case["batch"], 1, *case["patch"], generator=g)
+    y = torch.randint(0, case["classes"], (case["batch"], 1, *case["patch"]), generator=g)
+    return x, y
+
+
+def _network(case: dict[str, Any]) -> torch.nn.Module:
+    from medssl.segment.predict import build_network
+
+    torch.manual_seed(0)
+    return build_network(_plan(case))
+
+
+def train_reference(case: dict[str, Any], steps: int, warmup: int) -> list[float]:
+    from monai.losses import DiceCELoss
+
+    net, (x, y) = _network(case), _data(case)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def train_ours(case: dict[str, Any], steps: int, warmup: int, affine_probability: float = 0.0) -> list[float]:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from medssl.engine.segmentation import SegmentationModule
+
+    x, y = _data(case)
+    module = SegmentationModule(
+        _network(case), _plan(case), max_steps=warmup + steps, affine_probability=affine_probability
+    )
+    times: list[float] = []
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, *args: Any) -> None:
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            if trainer.global_step > warmup:
+                times.append(time.perf_counter() - self.t)
+
+    loader = DataLoader(
+        TensorDataset(x.repeat(warmup + steps, *[1] * (x.ndim - 1)), y.repeat(warmup + steps, *[1] * (y.ndim - 1))),
+        batch_size=case["batch"],
+    )
+    trainer = L.Trainer(
+        max_steps=warmup + steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Timer()],
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return times
+
+
+def predict_reference(case: dict[str, Any], repeats: int) -> list[float]:
+    from monai.inferers import sliding_window_inference
+
+    net = _network(case).eval()
+    image = torch.randn(1, 1, *case["image"], generator=torch.Generator().manual_seed(1))
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            sliding_window_inference(image, tuple(case["patch"]), 4, net, overlap=0.25, mode="gaussian")
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def predict_ours(case: dict[str, Any], repeats: int) -> list[float]:
+    from medssl.segment.inference import predict_logits
+
+    net = _network(case).eval()
+    image = torch.randn(1, *case["image"], generator=torch.Generator().manual_seed(1))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predict_logits(net, image, _plan(case), overlap=0.25, sw_batch_size=4)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+PARTS = {
+    "train_reference": lambda c, a: train_reference(c, a.steps, a.warmup),
+    "train_ours": lambda c, a: train_ours(c, a.steps, a.warmup),
+    "train_ours_with_augmentation": lambda c, a: train_ours(c, a.steps, a.warmup, affine_probability=0.3),
+    "predict_reference": lambda c, a: predict_reference(c, a.repeats),
+    "predict_ours": lambda c, a: predict_ours(c, a.repeats),
+}
+
+
+def _child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    times = PARTS[args.part](CASES[args.case], args)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "median_s": statistics.median(times),
+                "mean_s": statistics.fmean(times),
+                "n": len(times),
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--part", choices=sorted(PARTS))
+    parser.add_argument("--case", choices=sorted(CASES))
+    args = parser.parse_args()
+    if args.part:
+        _child(args)
+        return
+    results: dict[str, Any] = {}
+    for case in CASES:
+        results[case] = {}
+        # interleave ours and the reference so that drifting machine load hits both alike
+        for part in PARTS:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--part",
+                part,
+                "--case",
+                case,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            results[case][part] = json.loads(out)
+            print(case, part, results[case][part], flush=True)
+        r = results[case]
+        r["train_ratio"] = r["train_ours"]["median_s"] / r["train_reference"]["median_s"]
+        r["predict_ratio"] = r["predict_ours"]["median_s"] / r["predict_reference"]["median_s"]
+        r["augmentation_overhead"] = r["train_ours_with_augmentation"]["median_s"] / r["train_ours"]["median_s"] - 1
+    write_result("speed", settings={**vars(args), "cases": CASES}, results=results)
+
+
+if __name__ == "__main__":
+    main()
