@@ -188,10 +188,11 @@ def _child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating repeats of every part")
     parser.add_argument("--part", choices=sorted(PARTS))
     parser.add_argument("--case", choices=sorted(CASES))
     args = parser.parse_args()
@@ -200,28 +201,24 @@ def main() -> None:
         return
     results: dict[str, Any] = {}
     for case in CASES:
-        results[case] = {}
-        # interleave ours and the reference so that drifting machine load hits both alike
-        for part in PARTS:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--part",
-                part,
-                "--case",
-                case,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--repeats",
-                str(args.repeats),
-                "--threads",
-                str(args.threads),
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            results[case][part] = json.loads(out)
-            print(case, part, results[case][part], flush=True)
+        runs: dict[str, list[dict[str, float]]] = {part: [] for part in PARTS}
+        # alternate ours and the reference, several rounds, so that drifting machine load hits both alike
+        for _ in range(args.rounds):
+            for part in PARTS:
+                cmd = [sys.executable, __file__, "--part", part, "--case", case]
+                cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                cmd += ["--threads", str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                runs[part].append(json.loads(out))
+                print(case, part, runs[part][-1], flush=True)
+        results[case] = {
+            part: {
+                "median_s": statistics.median(r["median_s"] for r in rs),
+                "round_medians_s": [r["median_s"] for r in rs],
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            }
+            for part, rs in runs.items()
+        }
         r = results[case]
         r["train_ratio"] = r["train_ours"]["median_s"] / r["train_reference"]["median_s"]
         r["predict_ratio"] = r["predict_ours"]["median_s"] / r["predict_reference"]["median_s"]

@@ -1,0 +1,38 @@
+"""medssl.pretrain: self-supervised pretraining methods behind one interface (``PretrainMethod``).
+
+Each method owns an ``Encoder``, its heads and its loss, builds its own views and returns named losses from
+``training_step``; ``export_encoder()`` gives the encoder that ``medssl.networks.save_encoder`` writes for
+fine-tuning. Importing this package registers the built-in methods: ``names()`` lists them, ``create(name, ...)``
+builds one.
+"""
+
+from medssl.pretrain.augment import RandomViews
+from medssl.pretrain.autoencoder import DenoisingAutoencoder
+from medssl.pretrain.base import PretrainMethod, ViewFn
+from medssl.pretrain.byol import BYOL, cosine_momentum, update_momentum
+from medssl.pretrain.heads import PredictionHead, ProjectionHead
+from medssl.pretrain.losses import NTXentLoss, byol_loss, kl_divergence
+from medssl.pretrain.registry import create, get, names, register
+from medssl.pretrain.simclr import SimCLR
+from medssl.pretrain.vae import VAE
+
+__all__ = [
+    "BYOL",
+    "VAE",
+    "DenoisingAutoencoder",
+    "NTXentLoss",
+    "PredictionHead",
+    "PretrainMethod",
+    "ProjectionHead",
+    "RandomViews",
+    "SimCLR",
+    "ViewFn",
+    "byol_loss",
+    "cosine_momentum",
+    "create",
+    "get",
+    "kl_divergence",
+    "names",
+    "register",
+    "update_momentum",
+]
