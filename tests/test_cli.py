@@ -17,10 +17,9 @@ from tests.conftest import TINY
 
 
 def medssl(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "medssl", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    cmd = [sys.executable, "-m", "medssl", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=cwd, env=env, timeout=600)
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -38,8 +37,11 @@ def test_text_file_named_nifti_is_refused_with_its_name(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
-        (root / sub / "a.nii.gz").write_text("this is not an image")
-    assert_clean_error(medssl("finetune", "--data", root, "--out", tmp_path / "run"), "a.nii.gz")
+        for name in ("a", "b", "c", "d"):
+            (root / sub / f"{name}.nii.gz").write_text("this is not an image")
+    proc = medssl("finetune", "--data", root, "--out", tmp_path / "run")
+    assert_clean_error(proc, ".nii.gz")
+    assert any(f"{name}.nii.gz" in proc.stderr for name in "abcd")
 
 
 def test_predict_with_a_folder_that_is_not_a_run(tmp_path: Path, paired_2d: Path) -> None:

@@ -48,7 +48,14 @@ def evaluate_test_cases(
             dices = [v["dice"] for v in per_label.values() if v["dice"] is not None]
             pred_masks, truth_masks = _masks(labels, case, plan)
             panels.append(
-                OverlayCase(case.case_id, case.image, pred_masks, truth_masks, float(np.mean(dices)) if dices else None)
+                OverlayCase(
+                    case.case_id,
+                    case.image,
+                    pred_masks,
+                    truth_masks,
+                    float(np.mean(dices)) if dices else None,
+                    physical=case.meta.physical,
+                )
             )
     result: dict[str, Any] = {
         "cases": rows,

@@ -279,7 +279,7 @@ def _trainer(
     try:
         return L.Trainer(
             max_steps=cfg.max_steps,
-            max_epochs=-1,
+            max_epochs=-(-cfg.max_steps // cfg.val_interval),  # one epoch per validation; max_steps ends it
             accelerator=accelerator,
             devices=devices,
             num_nodes=num_nodes,

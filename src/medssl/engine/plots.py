@@ -66,13 +66,18 @@ def _smooth(values: list[float], window: int = 25) -> np.ndarray:
 
 @dataclass
 class OverlayCase:
-    """One panel: image ``(C, *spatial)``, prediction and truth as ``(S, *spatial)`` boolean masks."""
+    """One panel: image ``(C, *spatial)``, prediction and truth as ``(S, *spatial)`` boolean masks.
+
+    ``physical`` images are in RAS index order (x, y[, z]) and are shown with x to the right and y (anterior)
+    up; pictures are in (row, column) order and shown as stored.
+    """
 
     name: str
     image: np.ndarray
     prediction: np.ndarray
     truth: np.ndarray | None = None
     score: float | None = None
+    physical: bool = False
 
 
 def save_overlays(cases: Sequence[OverlayCase], labels: Sequence[str], out_png: str | Path) -> Path:
@@ -88,14 +93,15 @@ def save_overlays(cases: Sequence[OverlayCase], labels: Sequence[str], out_png: 
         ax.axis("off")
     for ax, case in zip(axes.ravel(), cases, strict=False):
         img, pred, truth = _plane(case)
-        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
+        origin = "lower" if case.physical else "upper"
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest", origin=origin)
         for s in range(pred.shape[0]):
             colour = matplotlib.colors.to_rgb(_COLOURS[s % len(_COLOURS)])
             rgba = np.zeros((*pred.shape[1:], 4))
             rgba[pred[s]] = (*colour, 0.35)
-            ax.imshow(rgba, interpolation="nearest")
+            ax.imshow(rgba, interpolation="nearest", origin=origin)
             if truth is not None and truth[s].any():
-                ax.contour(truth[s].astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+                ax.contour(truth[s].astype(float), levels=[0.5], colors=[colour], linewidths=1.0, origin=origin)
         title = case.name if case.score is None else f"{case.name}  Dice {case.score:.3f}"
         ax.set_title(title, fontsize=9)
     handles = [matplotlib.patches.Patch(color=_COLOURS[i % len(_COLOURS)], label=lab) for i, lab in enumerate(labels)]
@@ -115,7 +121,9 @@ def _plane(case: OverlayCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
         k = int(np.argmax(ref.reshape(-1, ref.shape[-1]).sum(0))) if ref.any() else image.shape[-1] // 2
         image, pred = image[..., k], pred[..., k]
         truth = truth[..., k] if truth is not None else None
-    # (i, j) index order displays transposed for volumes read in (x, y) order; pictures are (row, col) already.
+    if case.physical:  # (x, y) index order: rows must be y for display
+        image, pred = np.swapaxes(image, -1, -2), np.swapaxes(pred, -1, -2)
+        truth = np.swapaxes(truth, -1, -2) if truth is not None else None
     img = np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0]
     lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0.0, 1.0)
     img = np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1)
