@@ -59,8 +59,9 @@ def test_refuses_existing_folder_and_resumes(paired_2d: Path, tmp_path: Path) ->
     api.finetune(paired_2d, run, max_steps=8, resume=True, quiet=True, **TINY)
     resumed = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     assert resumed["global_step"] == 8
-    log = (run / "logs" / "metrics.csv").read_text()
-    assert "val_dice" in log.splitlines()[0]
+    # the first run's curves are kept beside the resumed run's
+    assert "val_dice" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert (run / "logs" / "resume-1" / "metrics.csv").is_file()
     assert not list(run.rglob("*.tmp")), "atomic saves leave no temporary files"
 
 

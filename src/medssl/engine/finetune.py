@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 from rich.progress import track
@@ -203,6 +203,8 @@ def run_finetune(
         ckpt_path=str(last) if resume and last.is_file() else None,
     )
     seconds = time.perf_counter() - started
+    # The last validation may lie before the final step: save the final state so --resume never repeats steps.
+    trainer.save_checkpoint(last)
     ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))  # type: ignore[attr-defined]
     best_score = float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None
     result = FinetuneResult(
@@ -210,7 +212,8 @@ def run_finetune(
     )
     if not trainer.is_global_zero:
         return result
-    curves = plot_training_curves(run / "logs" / "metrics.csv", run / "training_curves.png")
+    logs = [run / "logs" / "metrics.csv", *sorted((run / "logs").glob("resume-*/metrics.csv"), key=_resume_index)]
+    curves = plot_training_curves(logs, run / "training_curves.png")
     if curves:
         result.files["training_curves"] = str(curves)
     if split["test"]:
@@ -279,14 +282,15 @@ def _trainer(
     try:
         return L.Trainer(
             max_steps=cfg.max_steps,
-            max_epochs=-(-cfg.max_steps // cfg.val_interval),  # one epoch per validation; max_steps ends it
+            max_epochs=-1,  # one "epoch" per validation interval; max_steps ends training
             accelerator=accelerator,
             devices=devices,
             num_nodes=num_nodes,
             strategy="ddp" if multi else "auto",
             precision=precision,  # type: ignore[arg-type]
-            callbacks=[checkpoint],
-            logger=CSVLogger(run, name="logs", version=""),
+            # the tqdm bar counts steps per validation interval (the rich bar would show an epoch total of -1)
+            callbacks=[checkpoint, *([] if quiet else [TQDMProgressBar()])],
+            logger=CSVLogger(run, name="logs", version=_log_version(run)),
             plugins=[SafeCheckpointIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
@@ -297,6 +301,18 @@ def _trainer(
         )
     except (ValueError, RuntimeError, TypeError) as exc:  # Lightning's message for bad device/precision options
         raise MedsslError(f"cannot set up training: {exc}") from None
+
+
+def _log_version(run: Path) -> str:
+    """``logs/metrics.csv`` for a fresh run; ``logs/resume-<k>/metrics.csv`` for the k-th resumption, so that a
+    resumed run keeps the earlier curves (the CSV logger would overwrite them)."""
+    if not (run / "logs" / "metrics.csv").is_file():
+        return ""
+    return f"resume-{len(list((run / 'logs').glob('resume-*'))) + 1}"
+
+
+def _resume_index(path: Path) -> int:
+    return int(path.parent.name.removeprefix("resume-"))
 
 
 def _progress(quiet: bool) -> Callable[[Iterable[T], str], Iterable[T]]:

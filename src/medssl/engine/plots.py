@@ -17,20 +17,22 @@ import numpy as np
 _COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
 
-def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path | None:
-    """Training loss and validation Dice against step, from Lightning's CSV log; None if nothing was logged."""
-    path = Path(metrics_csv)
-    if not path.is_file():
-        return None
+def plot_training_curves(metrics_csv: str | Path | Sequence[str | Path], out_png: str | Path) -> Path | None:
+    """Training loss and validation Dice against step from Lightning's CSV logs (several files: one run and its
+    resumptions, in order); None if nothing was logged."""
+    paths = [Path(metrics_csv)] if isinstance(metrics_csv, str | Path) else [Path(p) for p in metrics_csv]
     series: dict[str, tuple[list[int], list[float]]] = {}
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            step = int(float(row.get("step") or 0))
-            for key in ("train_loss", "val_dice"):
-                if row.get(key):
-                    series.setdefault(key, ([], []))
-                    series[key][0].append(step)
-                    series[key][1].append(float(row[key]))
+    for path in paths:
+        if not path.is_file():
+            continue
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                step = int(float(row.get("step") or 0))
+                for key in ("train_loss", "val_dice"):
+                    if row.get(key):
+                        series.setdefault(key, ([], []))
+                        series[key][0].append(step)
+                        series[key][1].append(float(row[key]))
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
