@@ -88,8 +88,8 @@ def time_to_dice_plot(runs: list[dict[str, Any]]) -> None:
 
 
 def replace_block(text: str, name: str, table: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
 
 
 def main() -> None:
