@@ -11,11 +11,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import track
 
-from medssl.config import FinetuneConfig, resolve
+from medssl.config import FinetuneConfig, PretrainConfig, resolve
 from medssl.data.check import CheckReport, check_dataset_report
 from medssl.data.io import read_image
 from medssl.data.layouts import discover_inputs
 from medssl.engine.finetune import FinetuneResult, run_finetune
+from medssl.engine.pretraining import PretrainResult, run_pretrain
 from medssl.engine.run_folder import prepare_output_dir
 from medssl.errors import MedsslError
 from medssl.metrics.evaluate import evaluate_folders, write_evaluation
@@ -74,6 +75,76 @@ def finetune(
         precision=precision,
         split_file=split_file,
         quiet=quiet,
+    )
+
+
+def pretrain(
+    data: str | Path,
+    out: str | Path,
+    *,
+    method: str | None = None,
+    dims: int | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    patch_size: list[int] | None = None,
+    channels: list[int] | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    quiet: bool = False,
+    **method_kwargs: Any,
+) -> PretrainResult:
+    """Self-supervised pretraining of an encoder (see ``medssl.engine.pretraining.run_pretrain``).
+
+    Settings come from ``PretrainConfig`` defaults < the YAML ``config`` < these arguments; ``method_kwargs`` are
+    added to the config's ``method_options`` (the method's own keyword arguments). ``RUN/encoder.pt`` is for
+    ``finetune(init=...)``, which needs the same ``channels``.
+    """
+    from medssl.pretrain import get, names
+
+    if dims not in (None, 2, 3):
+        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    cfg = resolve(
+        PretrainConfig,
+        config,
+        method=method,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        channels=channels,
+        lr=lr,
+    )
+    if not cfg.method:
+        raise MedsslError(f"choose a pretraining method (--method); known methods: {', '.join(names())}")
+    get(cfg.method)
+    options = {**cfg.method_options, **method_kwargs}
+    return run_pretrain(
+        data,
+        out,
+        method=cfg.method,
+        dims=dims,
+        max_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        patch_size=cfg.patch_size,
+        channels=cfg.channels,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps,
+        log_interval=cfg.log_interval,
+        checkpoint_interval=cfg.checkpoint_interval,
+        max_minutes=cfg.max_minutes,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        accelerator=accelerator,
+        precision=precision,
+        quiet=quiet,
+        **options,
     )
 
 

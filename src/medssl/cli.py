@@ -98,6 +98,44 @@ def finetune(
 
 
 @app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option("--data", help="Image folder (unlabelled or any labelled layout).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
+    method: Annotated[str | None, typer.Option("--method", help="Pretraining method (simclr, byol, ...).")] = None,
+    dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of PretrainConfig options.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, views and patches.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu, ...")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = "32-true",
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Self-supervised pretraining of a U-Net encoder; writes RUN/encoder.pt for `medssl finetune --init`
+    (fine-tune with the same `channels`)."""
+    from medssl import api
+
+    result = api.pretrain(
+        data,
+        out,
+        method=method,
+        dims=dims,
+        max_steps=max_steps,
+        config=config,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        accelerator=accelerator,
+        precision=precision,
+        quiet=quiet,
+    )
+    out_console.print(f"run folder: {result.run_dir} ({result.global_step} steps, final loss {result.final_loss})")
+    for what, path in result.files.items():
+        out_console.print(f"  {what}: {path}")
+
+
+@app.command()
 def predict(
     model: Annotated[Path, typer.Option("--model", help="Run folder of `medssl finetune`.")],
     input: Annotated[Path, typer.Option("--input", help="An image, a DICOM series folder, or a folder of them.")],

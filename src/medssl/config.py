@@ -68,6 +68,42 @@ class FinetuneConfig:
     max_minutes: float | None = None
 
 
+@dataclass
+class PretrainConfig:
+    """Settings of a ``medssl pretrain`` run (written resolved into the run folder as ``config.yaml``).
+
+    Attributes:
+        method: registered pretraining method (``medssl.pretrain.names()``).
+        max_steps: optimiser steps in total.
+        batch_size: patches per step (default: the plan's).
+        patch_size: training patch per spatial axis (default: the plan's).
+        channels: encoder widths per scale (default: the plan's). ``medssl finetune --init`` needs the same
+            widths, so pass the same ``channels`` to both commands.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW weight decay.
+        schedule: ``cosine`` or ``poly`` decay of the learning rate to zero over ``max_steps``.
+        warmup_steps: linear warm-up steps before the decay.
+        log_interval: steps between logged losses.
+        checkpoint_interval: steps between ``checkpoints/last.ckpt`` updates.
+        max_minutes: stop training after this wall-clock time (None: only ``max_steps``).
+        method_options: keyword arguments of the method (e.g. ``temperature``, ``momentum``).
+    """
+
+    method: str = ""
+    max_steps: int = 1000
+    batch_size: int | None = None
+    patch_size: list[int] | None = None
+    channels: list[int] | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    log_interval: int = 10
+    checkpoint_interval: int = 250
+    max_minutes: float | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file, bad YAML or a non-mapping raise ``MedsslError``."""
     p = Path(path)

@@ -172,6 +172,7 @@ def make_plan(
     patch_size: list[int] | None = None,
     channels: list[int] | None = None,
     batch_size: int | None = None,
+    require_labels: bool = True,
 ) -> Plan:
     """Derive a plan from a fingerprint; explicit arguments override the derived values.
 
@@ -181,6 +182,8 @@ def make_plan(
         labels: declared label value -> name (label maps); undeclared values found in the data are added.
         structures: structure names for multi-label data (then ``labels`` is ignored).
         patch_size, channels, batch_size: overrides.
+        require_labels: refuse data whose labels hold background only; ``False`` for self-supervised
+            pretraining on unlabelled images (the plan then has no classes).
     """
     data_dims = len(fp.shapes[0])
     dims = spatial_dims or data_dims
@@ -199,9 +202,11 @@ def make_plan(
     values: list[int] = []
     if structures:
         task, names = "multilabel", list(structures)
-    else:
+    elif require_labels or set(fp.label_values) - {0} or labels:
         task = "labelmap"
         values, names = _classes(fp.label_values, labels or {})
+    else:
+        task, names = "labelmap", []
     n_pools, patch = _patch(median_shape, dims) if patch_size is None else _pools_for(patch_size, dims)
     widths = channels or [min(_base_width(dims) * 2**i, _MAX_WIDTH) for i in range(n_pools + 1)]
     return Plan(

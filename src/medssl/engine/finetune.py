@@ -3,12 +3,9 @@ Lightning, then predict, evaluate and draw the held-out test cases."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
@@ -16,26 +13,32 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
-from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
 from medssl.config import FinetuneConfig, save_config
 from medssl.data.layouts import DatasetIndex, discover
 from medssl.data.loading import LoadedCase, load_case
-from medssl.data.plan import Fingerprint, Plan, compute_fingerprint, make_plan
+from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import encode_target, preprocess_image
 from medssl.data.sampling import PatchDataset
 from medssl.data.split import load_split, make_split, save_split
 from medssl.engine.checkpoint_io import SafeCheckpointIO
 from medssl.engine.evaluation import evaluate_test_cases
 from medssl.engine.plots import plot_training_curves
-from medssl.engine.run_folder import is_main_process, prepare_output_dir
+from medssl.engine.run_folder import (
+    is_main_process,
+    log_version,
+    metric_logs,
+    prepare_output_dir,
+    progress_bar,
+    save_fingerprint,
+    save_json,
+)
 from medssl.engine.segmentation import SegmentationModule
 from medssl.errors import MedsslError
 from medssl.networks.weights import load_encoder
 from medssl.segment.predict import TrainedModel, build_network, load_trained_model
 
-T = TypeVar("T")
 console = Console(stderr=True)
 
 
@@ -118,7 +121,7 @@ def run_finetune(
     if not split["val"]:
         raise MedsslError("the split has no validation case; raise val_fraction or add cases")
     by_id = {c.case_id: c for c in index.cases}
-    progress = _progress(quiet or not main)
+    progress = progress_bar(quiet or not main)
 
     train_cases = [
         load_case(by_id[i], index.structures) for i in progress(split["train_labelled"], "loading training cases")
@@ -140,9 +143,9 @@ def run_finetune(
         if main:
             save_split(split, split_path)
             plan.save(plan_path)
-            _save_fingerprint(fp, run / "fingerprint.json")
+            save_fingerprint(fp, run / "fingerprint.json")
             save_config(cfg, run / "config.yaml")
-            _save_json(
+            save_json(
                 run / "command.json",
                 {
                     "data": str(data),
@@ -212,8 +215,7 @@ def run_finetune(
     )
     if not trainer.is_global_zero:
         return result
-    logs = [run / "logs" / "metrics.csv", *sorted((run / "logs").glob("resume-*/metrics.csv"), key=_resume_index)]
-    curves = plot_training_curves(logs, run / "training_curves.png")
+    curves = plot_training_curves(metric_logs(run), run / "training_curves.png")
     if curves:
         result.files["training_curves"] = str(curves)
     if split["test"]:
@@ -230,7 +232,7 @@ def run_finetune(
         )
         result.test_summary = summary
         result.files.update(files)
-    _save_json(
+    save_json(
         run / "result.json",
         {
             "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
@@ -290,7 +292,7 @@ def _trainer(
             precision=precision,  # type: ignore[arg-type]
             # the tqdm bar counts steps per validation interval (the rich bar would show an epoch total of -1)
             callbacks=[checkpoint, *([] if quiet else [TQDMProgressBar()])],
-            logger=CSVLogger(run, name="logs", version=_log_version(run)),
+            logger=CSVLogger(run, name="logs", version=log_version(run)),
             plugins=[SafeCheckpointIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
@@ -301,35 +303,6 @@ def _trainer(
         )
     except (ValueError, RuntimeError, TypeError) as exc:  # Lightning's message for bad device/precision options
         raise MedsslError(f"cannot set up training: {exc}") from None
-
-
-def _log_version(run: Path) -> str:
-    """``logs/metrics.csv`` for a fresh run; ``logs/resume-<k>/metrics.csv`` for the k-th resumption, so that a
-    resumed run keeps the earlier curves (the CSV logger would overwrite them)."""
-    if not (run / "logs" / "metrics.csv").is_file():
-        return ""
-    return f"resume-{len(list((run / 'logs').glob('resume-*'))) + 1}"
-
-
-def _resume_index(path: Path) -> int:
-    return int(path.parent.name.removeprefix("resume-"))
-
-
-def _progress(quiet: bool) -> Callable[[Iterable[T], str], Iterable[T]]:
-    def wrap(items: Iterable[T], what: str) -> Iterable[T]:
-        return items if quiet else track(items, description=what, console=console, transient=True)
-
-    return wrap
-
-
-def _save_fingerprint(fp: Fingerprint, path: Path) -> None:
-    from dataclasses import asdict
-
-    _save_json(path, asdict(fp))
-
-
-def _save_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2))
 
 
 __all__ = ["FinetuneResult", "TrainedModel", "run_finetune"]

@@ -18,8 +18,9 @@ _COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#
 
 
 def plot_training_curves(metrics_csv: str | Path | Sequence[str | Path], out_png: str | Path) -> Path | None:
-    """Training loss and validation Dice against step from Lightning's CSV logs (several files: one run and its
-    resumptions, in order); None if nothing was logged."""
+    """Training losses (``train_*`` columns) and validation Dice against step from Lightning's CSV logs (several
+    files: one run and its resumptions, in order); None if nothing was logged. Without ``val_dice`` (pretraining)
+    only the loss panel is drawn."""
     paths = [Path(metrics_csv)] if isinstance(metrics_csv, str | Path) else [Path(p) for p in metrics_csv]
     series: dict[str, tuple[list[int], list[float]]] = {}
     for path in paths:
@@ -28,26 +29,33 @@ def plot_training_curves(metrics_csv: str | Path | Sequence[str | Path], out_png
         with path.open() as fh:
             for row in csv.DictReader(fh):
                 step = int(float(row.get("step") or 0))
-                for key in ("train_loss", "val_dice"):
-                    if row.get(key):
+                for key in row:
+                    if (key.startswith("train_") or key == "val_dice") and row.get(key):
                         series.setdefault(key, ([], []))
                         series[key][0].append(step)
                         series[key][1].append(float(row[key]))
     if not series:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    if "train_loss" in series:
-        s, v = series["train_loss"]
-        axes[0].plot(s, v, lw=0.6, alpha=0.4, color="C0")
-        axes[0].plot(s, _smooth(v), lw=1.5, color="C0", label="train loss (smoothed)")
+    has_val = "val_dice" in series
+    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.6), squeeze=False)
+    axes = axes[0]
+    losses = sorted((k for k in series if k.startswith("train_")), key=lambda k: (k != "train_loss", k))
+    for colour, key in enumerate(losses):
+        s, v = series[key]
+        name = key.removeprefix("train_").replace("_", " ")
+        axes[0].plot(s, v, lw=0.6, alpha=0.4, color=f"C{colour}")
+        axes[0].plot(s, _smooth(v), lw=1.5, color=f"C{colour}", label=f"{name} (smoothed)")
+    if losses and all(min(series[k][1]) > 0 for k in losses):
         axes[0].set_yscale("log")
+    if len(losses) > 1:
+        axes[0].legend(fontsize=8)
     axes[0].set(xlabel="step", ylabel="loss", title="training loss")
-    if "val_dice" in series:
+    if has_val:
         s, v = series["val_dice"]
         axes[1].plot(s, v, "o-", color="C1")
         best = int(np.argmax(v))
         axes[1].annotate(f"best {v[best]:.3f}", (s[best], v[best]), textcoords="offset points", xytext=(0, -14))
-    axes[1].set(xlabel="step", ylabel="mean foreground Dice", title="validation Dice", ylim=(0, 1))
+        axes[1].set(xlabel="step", ylabel="mean foreground Dice", title="validation Dice", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
