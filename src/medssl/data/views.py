@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medssl.data.intensity import blur, channel_gain, contrast, gamma, noise_fn, saturation
+
 __all__ = ["IntensityOp", "ViewGenerator", "ViewRecord", "overlap_box", "overlap_fraction"]
 
 IntensityOp = tuple[float, float, float]
@@ -46,8 +48,6 @@ Params = dict[str, float | tuple[float, ...]]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
 _MAX_TRIES = 20  # rejection rounds for min_overlap before the constructive fallback
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey for saturation changes
-_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -362,17 +362,17 @@ class ViewGenerator:
 
     def _intensity(self, v: Tensor, logs: list[dict[str, Params]], generator: torch.Generator | None) -> Tensor:
         """Apply the intensity ops to the fresh views ``(B, C, *out)`` (partly in place); log them in ``logs``."""
-        noise = _noise_fn(shared=not self.rgb, generator=generator)
+        noise = noise_fn(shared=not self.rgb, generator=generator)
         steps: list[tuple[str, str, IntensityOp, Callable[[Tensor, Tensor], Tensor], bool]] = [
             ("noise", "variance", self.noise, noise, False),
-            ("blur", "sigma", self.blur, _blur, False),
-            ("contrast", "factor", self.contrast, _contrast, False),
-            ("gamma", "gamma", self.gamma, _gamma, False),
+            ("blur", "sigma", self.blur, blur, False),
+            ("contrast", "factor", self.contrast, contrast, False),
+            ("gamma", "gamma", self.gamma, gamma, False),
         ]
         if self.rgb:
             steps[:0] = [
-                ("channel_gain", "gain", self.channel_gain, _channel_gain, True),
-                ("saturation", "factor", self.saturation, _saturation, False),
+                ("channel_gain", "gain", self.channel_gain, channel_gain, True),
+                ("saturation", "factor", self.saturation, saturation, False),
             ]
         for name, key, (p, low, high), fn, per_channel in steps:
             chosen = _rand(v.shape[0], generator) < p
@@ -532,67 +532,6 @@ def _enforce_overlap(
         start[bad] = torch.minimum(torch.maximum(shifted, (shape - z1).clamp(max=0.0)), (shape - z1).clamp(min=0.0))
         size[bad] = z1
     return start, size
-
-
-def _per_sample(values: Tensor, like: Tensor) -> Tensor:
-    """``(n,)`` or ``(n, C)`` values shaped to broadcast over ``like`` ``(n, C, *spatial)``."""
-    v = values.to(like.device, like.dtype)
-    return v.reshape(*v.shape, *([1] * (like.ndim - v.ndim)))
-
-
-def _channel_range(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel min and max of ``(n, C, *spatial)``, shaped ``(n, C, 1, ...)``."""
-    lo, hi = x.flatten(2).aminmax(dim=-1)
-    shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
-    return lo.reshape(shape), hi.reshape(shape)
-
-
-def _noise_fn(*, shared: bool, generator: torch.Generator | None) -> Callable[[Tensor, Tensor], Tensor]:
-    def add_noise(x: Tensor, variance: Tensor) -> Tensor:
-        shape = (x.shape[0], 1 if shared else x.shape[1], *x.shape[2:])
-        device = generator.device if generator is not None else x.device
-        field_ = torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(x.device, x.dtype)
-        return x + field_ * _per_sample(variance.sqrt(), x)
-
-    return add_noise
-
-
-def _blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Separable Gaussian blur of ``(n, C, *spatial)`` with one sigma per sample; edges replicated."""
-    radius = max(1, math.ceil(3.0 * float(sigma.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 * (offsets[None] / sigma[:, None].clamp(min=_EPS)) ** 2)
-    weights = weights / weights.sum(1, keepdim=True)
-    taps = [_per_sample(weights[:, j], x) for j in range(2 * radius + 1)]
-    for axis in range(2, x.ndim):
-        n = x.shape[axis]
-        padded = x.index_select(axis, torch.arange(-radius, n + radius, device=x.device).clamp(0, n - 1))
-        out = torch.zeros_like(x)
-        for j, tap in enumerate(taps):
-            out.addcmul_(padded.narrow(axis, j, n), tap)
-        x = out
-    return x
-
-
-def _contrast(x: Tensor, factor: Tensor) -> Tensor:
-    lo, hi = _channel_range(x)
-    return torch.minimum(torch.maximum(x * _per_sample(factor, x), lo), hi)
-
-
-def _gamma(x: Tensor, gamma: Tensor) -> Tensor:
-    lo, hi = _channel_range(x)
-    span = (hi - lo).clamp(min=_EPS)
-    return ((x - lo) / span).clamp(0.0, 1.0).pow(_per_sample(gamma, x)) * span + lo
-
-
-def _channel_gain(x: Tensor, gain: Tensor) -> Tensor:
-    return x * _per_sample(gain, x)
-
-
-def _saturation(x: Tensor, factor: Tensor) -> Tensor:
-    luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).reshape(1, 3, *([1] * (x.ndim - 2)))
-    grey = (x * luma).sum(1, keepdim=True)
-    return grey + _per_sample(factor, x) * (x - grey)
 
 
 def _is_probability(p: object) -> bool:
