@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -18,8 +19,22 @@ TINY = {"channels": [4, 8], "batch_size": 2, "val_interval": 2, "max_val_cases":
 
 
 @pytest.fixture(autouse=True)
-def _two_threads() -> None:
-    torch.set_num_threads(2)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate the run time on a busy 2-core machine;
+    a fixed seed makes every test repeatable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
+def real_dataset(name: str) -> Path:
+    """``../shared/data/<name>``, or skip the test with a message saying where the data was looked for."""
+    path = REAL_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"../shared/data/{name} not found: real-data tests need the shared datasets at {path}")
+    return path
 
 
 def _disc(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

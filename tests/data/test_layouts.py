@@ -13,8 +13,7 @@ from medssl.data.geometry import ImageMeta
 from medssl.data.io import read_image, read_label, write_image
 from medssl.data.layouts import Case, discover, discover_inputs
 from medssl.errors import MedsslError
-
-REAL_DATA = Path(__file__).parents[2].parent / "shared" / "data"
+from tests.conftest import real_dataset
 
 
 def _png(path: Path, value: int = 0, size: tuple[int, int] = (8, 8)) -> Path:
@@ -216,16 +215,9 @@ def test_discover_inputs(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- real data
 
 
-def _real(name: str) -> Path:
-    path = REAL_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"../shared/data/{name} not found: real-data test needs the shared datasets at {path}")
-    return path
-
-
 @pytest.mark.realdata
 def test_real_jsrt_paired_multilabel() -> None:
-    index = discover(_real("jsrt"))
+    index = discover(real_dataset("jsrt"))
     assert index.layout == "paired-multilabel" and not index.problems
     assert index.structures == ["heart", "left_clavicle", "left_lung", "right_clavicle", "right_lung"]
     assert len(index.cases) == 200
@@ -239,7 +231,7 @@ def test_real_jsrt_paired_multilabel() -> None:
 
 @pytest.mark.realdata
 def test_real_ph2_paired() -> None:
-    index = discover(_real("ph2"))
+    index = discover(real_dataset("ph2"))
     assert index.layout == "paired" and not index.problems and len(index.cases) == 200
     case = index.cases[0]
     assert case.label is not None
@@ -251,7 +243,7 @@ def test_real_ph2_paired() -> None:
 
 @pytest.mark.realdata
 def test_real_hippocampus_msd() -> None:
-    index = discover(_real("hippocampus"))
+    index = discover(real_dataset("hippocampus"))
     assert index.layout == "msd" and index.modality == "MRI" and not index.problems
     assert index.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
     assert len(index.cases) == 201

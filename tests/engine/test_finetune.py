@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from medssl import api
 from medssl.data.io import read_label
@@ -133,4 +132,3 @@ def test_bad_options(paired_2d: Path, tmp_path: Path) -> None:
         api.finetune(paired_2d, tmp_path / "r2", dims=3, max_steps=2, quiet=True, **TINY)
     with pytest.raises(MedsslError, match="--init file not found"):
         api.finetune(paired_2d, tmp_path / "r3", init=tmp_path / "none.pt", quiet=True)
-    assert torch.get_num_threads() == 2

@@ -11,19 +11,12 @@ import pytest
 from medssl import api
 from medssl.data.io import read_image
 from medssl.data.layouts import discover
-from tests.conftest import REAL_DATA, TINY
-
-
-def _real(name: str) -> Path:
-    path = REAL_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"../shared/data/{name} not found: real-data smoke tests need the shared datasets at {path}")
-    return path
+from tests.conftest import TINY, real_dataset
 
 
 @pytest.mark.realdata
 def test_hippocampus_finetune_predict_evaluate(tmp_path: Path) -> None:
-    data = _real("hippocampus")
+    data = real_dataset("hippocampus")
     run = tmp_path / "run"
     result = api.finetune(data, run, max_steps=3, quiet=True, label_fraction=0.05, **{**TINY, "channels": None})
     split = json.loads((run / "split.json").read_text())
@@ -38,7 +31,7 @@ def test_hippocampus_finetune_predict_evaluate(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_unlabelled_dicom_study() -> None:
-    index = discover(_real("dicom-mr-study"))
+    index = discover(real_dataset("dicom-mr-study"))
     assert index.layout == "unlabelled" and not index.has_labels and len(index.cases) == 5
     image, meta = read_image(index.cases[0].images[0])
     assert image.ndim == 4 and meta.physical and meta.format == "dicom"

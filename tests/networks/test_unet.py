@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -11,17 +9,6 @@ from torch import nn
 from medssl.errors import MedsslError
 from medssl.networks import Encoder, UNet, UNetEncoder, build_unet
 from medssl.networks.unet import UNetDecoder, UNetHead
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate the run time on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = (4, 8, 16)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,6 @@ import torch
 
 from medssl.errors import MedsslError
 from medssl.networks import UNetEncoder, build_unet, load_checkpoint_file, load_encoder, save_encoder
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate the run time on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = (4, 8, 16)
 

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 from torch import Tensor
 
 # A 3-scale encoder: 16-pixel inputs give a 4-pixel deepest map, enough for instance norm.
 SMALL = (4, 8, 16)
 SIZE = 16
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate the run time on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
 
 
 def images(dims: int, batch: int = 2, channels: int = 1) -> Tensor:
