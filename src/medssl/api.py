@@ -15,6 +15,7 @@ from medssl.config import FinetuneConfig, PretrainConfig, resolve
 from medssl.data.check import CheckReport, check_dataset_report
 from medssl.data.io import read_image
 from medssl.data.layouts import discover_inputs
+from medssl.engine.experiment import ExperimentResult
 from medssl.engine.finetune import FinetuneResult, run_finetune
 from medssl.engine.pretraining import PretrainResult, run_pretrain
 from medssl.engine.run_folder import prepare_output_dir
@@ -96,13 +97,16 @@ def pretrain(
     accelerator: str = "auto",
     precision: str = "32-true",
     quiet: bool = False,
+    preset: str | None = None,
     **method_kwargs: Any,
 ) -> PretrainResult:
     """Self-supervised pretraining of an encoder (see ``medssl.engine.pretraining.run_pretrain``).
 
     Settings come from ``PretrainConfig`` defaults < the YAML ``config`` < these arguments; ``method_kwargs`` are
-    added to the config's ``method_options`` (the method's own keyword arguments). ``RUN/encoder.pt`` is for
-    ``finetune(init=...)``, which needs the same ``channels``.
+    added to the config's ``method_options`` (the method's own keyword arguments). ``preset`` is the method's
+    ``preset`` option (e.g. PGL's ``"paper"``: a 3D ResNet-50), stored in ``method_options``. ``RUN/encoder.pt`` is
+    for ``finetune(init=...)``, which needs the same ``channels`` (and a U-Net encoder: a preset with another
+    encoder exports that encoder).
     """
     from medssl.pretrain import get, names
 
@@ -122,6 +126,8 @@ def pretrain(
         raise MedsslError(f"choose a pretraining method (--method); known methods: {', '.join(names())}")
     get(cfg.method)
     options = {**cfg.method_options, **method_kwargs}
+    if preset is not None:
+        options["preset"] = preset
     return run_pretrain(
         data,
         out,
@@ -145,6 +151,45 @@ def pretrain(
         precision=precision,
         quiet=quiet,
         **options,
+    )
+
+
+def label_efficiency(
+    data: str | Path,
+    out: str | Path,
+    *,
+    methods: list[str] | None = None,
+    fractions: list[float] | None = None,
+    seeds: int | None = None,
+    pretrain_steps: int | None = None,
+    finetune_steps: int | None = None,
+    config: str | Path | None = None,
+    dims: int | None = None,
+    precision: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    accelerator: str = "auto",
+    quiet: bool = False,
+) -> ExperimentResult:
+    """The label-efficiency experiment (see ``medssl.engine.experiment.run_label_efficiency``); settings come from
+    ``LabelEfficiencyConfig`` defaults < the YAML ``config`` < these arguments."""
+    from medssl.config import LabelEfficiencyConfig
+    from medssl.engine.experiment import run_label_efficiency
+
+    if dims not in (None, 2, 3):
+        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    cfg = resolve(
+        LabelEfficiencyConfig,
+        config,
+        methods=methods,
+        fractions=fractions,
+        seeds=seeds,
+        pretrain_steps=pretrain_steps,
+        finetune_steps=finetune_steps,
+        precision=precision,
+    )
+    return run_label_efficiency(
+        data, out, cfg, dims=dims, resume=resume, overwrite=overwrite, accelerator=accelerator, quiet=quiet
     )
 
 

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+experiment_app = typer.Typer(help="Experiments that compare methods on the same splits.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 out_console = Console()
 err_console = Console(stderr=True)
 
@@ -102,6 +104,9 @@ def pretrain(
     data: Annotated[Path, typer.Option("--data", help="Image folder (unlabelled or any labelled layout).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
     method: Annotated[str | None, typer.Option("--method", help="Pretraining method (simclr, byol, ...).")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Method preset, e.g. pgl's 'paper' (3D ResNet-50, for GPUs).")
+    ] = None,
     dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of PretrainConfig options.")] = None,
@@ -120,6 +125,7 @@ def pretrain(
         data,
         out,
         method=method,
+        preset=preset,
         dims=dims,
         max_steps=max_steps,
         config=config,
@@ -182,6 +188,74 @@ def demo(
 
     report = run_demo(out, max_steps=max_steps, overwrite=overwrite)
     out_console.print(report)
+
+
+@experiment_app.command("label-efficiency")
+def label_efficiency(
+    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Experiment folder to create.")],
+    methods: Annotated[
+        str | None, typer.Option("--methods", help="Comma-separated: random and pretraining methods.")
+    ] = None,
+    fractions: Annotated[str | None, typer.Option("--fractions", help="Comma-separated label fractions.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Fine-tuning seeds per method and fraction.")] = None,
+    pretrain_steps: Annotated[int | None, typer.Option("--pretrain-steps", help="Steps per pretraining.")] = None,
+    finetune_steps: Annotated[int | None, typer.Option("--finetune-steps", help="Steps per fine-tuning.")] = None,
+    dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of LabelEfficiencyConfig options.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = None,
+    accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu, ...")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue: finished runs are kept.")] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Pretrain each method once on the training images (no labels), fine-tune every method x label fraction x
+    seed on the same split, score the same test cases, and write a table and a plot."""
+    from medssl import api
+
+    result = api.label_efficiency(
+        data,
+        out,
+        methods=_split_list(methods, str, "--methods"),
+        fractions=_split_list(fractions, float, "--fractions"),
+        seeds=seeds,
+        pretrain_steps=pretrain_steps,
+        finetune_steps=finetune_steps,
+        config=config,
+        dims=dims,
+        precision=precision,
+        resume=resume,
+        overwrite=overwrite,
+        accelerator=accelerator,
+        quiet=quiet,
+    )
+    table = Table(title=f"test Dice, {out}")
+    for column in ("method", "labels", "seeds", "mean ± std", "vs random", "p (Wilcoxon)", "wins"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in result.summary:
+        diff = row["diff_vs_random"]
+        table.add_row(
+            row["method"],
+            f"{100 * row['fraction']:g}%",
+            str(row["n_seeds"]),
+            f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f}",
+            "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f} pt",
+            "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}",
+            "-" if row["wins"] is None else f"{100 * row['wins']:.0f}%",
+        )
+    out_console.print(table)
+    for what, path in result.files.items():
+        out_console.print(f"  {what}: {path}")
+
+
+def _split_list(text: str | None, kind: type[Any], option: str) -> list[Any] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise MedsslError(f"{option} must be a comma-separated list of {kind.__name__} values, not {text!r}") from None
 
 
 def _print_summary(summary: dict[str, dict[str, Any]], title: str) -> None:

@@ -104,6 +104,39 @@ class PretrainConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class LabelEfficiencyConfig:
+    """Settings of ``medssl experiment label-efficiency`` (written resolved into the experiment folder).
+
+    Attributes:
+        methods: ``random`` (no pretraining) and/or registered pretraining methods.
+        fractions: shares of the training labels to fine-tune with, each in (0, 1].
+        seeds: fine-tuning seeds per method and fraction (0, 1, ...); a seed fixes the labelled subset and the
+            decoder initialisation, so the runs of different methods with one seed are paired.
+        pretrain_steps: optimiser steps of each pretraining run.
+        finetune_steps: optimiser steps of each fine-tuning run.
+        batch_size, patch_size, channels: shared by pretraining and fine-tuning so that encoders transfer
+            (default: the plan of the training images); ``batch_size`` may also be set per stage.
+        precision: Lightning precision of every run (``bf16-mixed`` is faster on CPUs with bf16 support).
+        pretrain: ``PretrainConfig`` options for every pretraining run (``lr``, ``schedule``, ``batch_size``).
+        method_options: per method, its keyword arguments (``{"simclr": {"temperature": 0.2}}``).
+        finetune: ``FinetuneConfig`` options for every fine-tuning run (``lr``, ``val_interval``, ...).
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["random", "simclr", "byol", "vae", "autoencoder"])
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
+    seeds: int = 3
+    pretrain_steps: int = 1000
+    finetune_steps: int = 1000
+    batch_size: int | None = None
+    patch_size: list[int] | None = None
+    channels: list[int] | None = None
+    precision: str = "32-true"
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file, bad YAML or a non-mapping raise ``MedsslError``."""
     p = Path(path)

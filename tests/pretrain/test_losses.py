@@ -86,3 +86,18 @@ def test_shape_mismatches_raise() -> None:
         byol_loss(torch.randn(2, 4), torch.randn(2, 5))
     with pytest.raises(ValueError, match="mu and logvar"):
         kl_divergence(torch.randn(2, 4), torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("loss", ["ntxent", "byol"])
+def test_losses_keep_float32_resolution_under_bf16_autocast(loss: str) -> None:
+    # Embeddings whose cosines differ only in the 4th decimal: a bf16 similarity matrix rounds them all to 1.
+    z_a = torch.ones(4, 64) + 1e-2 * torch.randn(4, 64)
+    z_b = z_a + 1e-3 * torch.randn(4, 64)
+    fn = NTXentLoss(0.1) if loss == "ntxent" else byol_loss
+    reference = fn(z_a, z_b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = fn(z_a, z_b)
+        from_bf16 = fn(z_a.bfloat16(), z_b.bfloat16())
+    assert under_autocast.dtype == from_bf16.dtype == torch.float32
+    assert torch.isclose(under_autocast, reference, rtol=1e-5)
+    assert torch.isfinite(from_bf16)

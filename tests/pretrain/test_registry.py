@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from medssl.errors import MedsslError
-from medssl.pretrain import BYOL, VAE, DenoisingAutoencoder, PretrainMethod, SimCLR, registry
+from medssl.pretrain import BYOL, PGL, VAE, DenoisingAutoencoder, PretrainMethod, SimCLR, registry
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ class _Dummy(PretrainMethod):
 
 
 def test_builtin_methods_are_registered() -> None:
-    assert registry.names() == ["autoencoder", "byol", "simclr", "vae"]
-    expected = {"autoencoder": DenoisingAutoencoder, "byol": BYOL, "simclr": SimCLR, "vae": VAE}
+    assert registry.names() == ["autoencoder", "byol", "pgl", "simclr", "vae"]
+    expected = {"autoencoder": DenoisingAutoencoder, "byol": BYOL, "pgl": PGL, "simclr": SimCLR, "vae": VAE}
     for name, cls in expected.items():
         assert registry.get(name) is cls and cls.name == name
 
@@ -39,7 +39,7 @@ def test_create_passes_keyword_arguments() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(MedsslError, match="unknown pretraining method 'mae'.*autoencoder, byol, simclr, vae"):
+    with pytest.raises(MedsslError, match="unknown pretraining method 'mae'.*autoencoder, byol, pgl, simclr, vae"):
         registry.create("mae", spatial_dims=2, in_channels=1)
 
 

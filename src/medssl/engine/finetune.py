@@ -102,7 +102,7 @@ def run_finetune(
     """
     run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     main = is_main_process()
-    index = _labelled_index(data)
+    index = labelled_index(data)
     ids = {c.case_id for c in index.cases}
     split_path = run / "split.json"
     if resume and split_path.is_file():
@@ -246,7 +246,8 @@ def run_finetune(
     return result
 
 
-def _labelled_index(data: str | Path) -> DatasetIndex:
+def labelled_index(data: str | Path) -> DatasetIndex:
+    """The dataset index of a labelled dataset; problems or missing labels raise ``MedsslError``."""
     index = discover(data)
     if index.problems:
         shown = "\n  ".join(index.problems[:10])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,7 @@ def run_pretrain(
     checkpoint_interval: int = 250,
     max_minutes: float | None = None,
     seed: int = 0,
+    cases: Collection[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -154,6 +156,7 @@ def run_pretrain(
         max_steps, batch_size, patch_size, channels, lr, weight_decay, schedule, warmup_steps, log_interval,
             checkpoint_interval, max_minutes: see ``medssl.config.PretrainConfig``.
         seed: seed of the initialisation, the views and the patch stream.
+        cases: pretrain on these case ids only (e.g. the training cases of a split, keeping test images out).
         resume: continue an interrupted run from ``checkpoints/last.ckpt`` (with the run's ``plan.json``).
         accelerator, precision: Lightning Trainer settings (one device).
         quiet: no progress bars.
@@ -172,8 +175,14 @@ def run_pretrain(
     main = is_main_process()
     progress = progress_bar(quiet or not main)
     index = discover(data)
-    cases = [*index.cases, *index.test_cases]
-    loaded = [LoadedCase(c.case_id, *load_image_channels(c.images)) for c in progress(cases, "loading images")]
+    found = [*index.cases, *index.test_cases]
+    if cases is not None:
+        wanted = set(cases)
+        missing = sorted(wanted - {c.case_id for c in found})
+        if missing:
+            raise MedsslError(f"{len(missing)} requested case(s) not in {data}: {', '.join(missing[:10])}")
+        found = [c for c in found if c.case_id in wanted]
+    loaded = [LoadedCase(c.case_id, *load_image_channels(c.images)) for c in progress(found, "loading images")]
 
     plan_path = run / "plan.json"
     if resume and plan_path.is_file():
@@ -211,7 +220,16 @@ def run_pretrain(
             save_config(cfg, run / "config.yaml")
         except yaml.YAMLError as exc:
             raise MedsslError(f"method options must be plain values (numbers, strings, lists): {exc}") from None
-        save_json(run / "command.json", {"data": str(data), "dims": dims, "seed": seed, "method": method})
+        save_json(
+            run / "command.json",
+            {
+                "data": str(data),
+                "dims": dims,
+                "seed": seed,
+                "method": method,
+                "cases": sorted(cases) if cases else None,
+            },
+        )
 
     images = [preprocess_image(c.image, c.meta, plan) for c in progress(loaded, "preprocessing")]
     del loaded

@@ -5,7 +5,18 @@
 """
 
 from medssl.networks.encoders import Encoder, UNetEncoder
+from medssl.networks.resnet import ResNetEncoder, resnet_encoder
 from medssl.networks.unet import UNet, build_unet
 from medssl.networks.weights import load_checkpoint_file, load_encoder, save_encoder
 
-__all__ = ["Encoder", "UNet", "UNetEncoder", "build_unet", "load_checkpoint_file", "load_encoder", "save_encoder"]
+__all__ = [
+    "Encoder",
+    "ResNetEncoder",
+    "UNet",
+    "UNetEncoder",
+    "build_unet",
+    "load_checkpoint_file",
+    "load_encoder",
+    "resnet_encoder",
+    "save_encoder",
+]

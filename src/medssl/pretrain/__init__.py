@@ -9,18 +9,23 @@ builds one.
 from medssl.pretrain.augment import RandomViews
 from medssl.pretrain.autoencoder import DenoisingAutoencoder
 from medssl.pretrain.base import PretrainMethod, ViewFn
-from medssl.pretrain.byol import BYOL, cosine_momentum, update_momentum
-from medssl.pretrain.heads import PredictionHead, ProjectionHead
+from medssl.pretrain.byol import BYOL, MomentumMethod, cosine_momentum, update_momentum
+from medssl.pretrain.heads import ConvProjectionHead, PredictionHead, ProjectionHead
 from medssl.pretrain.losses import NTXentLoss, byol_loss, kl_divergence
+from medssl.pretrain.pgl import PGL, PGLViews
 from medssl.pretrain.registry import create, get, names, register
 from medssl.pretrain.simclr import SimCLR
 from medssl.pretrain.vae import VAE
 
 __all__ = [
     "BYOL",
+    "PGL",
     "VAE",
+    "ConvProjectionHead",
     "DenoisingAutoencoder",
+    "MomentumMethod",
     "NTXentLoss",
+    "PGLViews",
     "PredictionHead",
     "PretrainMethod",
     "ProjectionHead",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from medssl.pretrain.heads import PredictionHead, ProjectionHead
 from medssl.pretrain.losses import byol_loss
 from medssl.pretrain.registry import register
 
-__all__ = ["BYOL", "cosine_momentum", "update_momentum"]
+__all__ = ["BYOL", "MomentumMethod", "cosine_momentum", "update_momentum"]
 
 
 def cosine_momentum(step: int, max_steps: int, base: float = 0.996, final: float = 1.0) -> float:
@@ -42,8 +42,58 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
         tb.copy_(ob)
 
 
+class MomentumMethod(PretrainMethod):
+    """The online/target pair shared by BYOL and PGL: online encoder + projector + predictor, and a target encoder +
+    projector that are frozen deep copies moved towards the online weights after every step.
+
+    Subclasses implement ``training_step``; ``after_step`` applies ``cosine_momentum(step, max_steps, momentum,
+    final_momentum)`` through ``update_momentum``.
+
+    Args:
+        spatial_dims, in_channels, channels, encoder, views: see ``PretrainMethod``.
+        heads: ``heads(encoder) -> (projector, predictor)``, called with the built online encoder.
+        momentum: EMA momentum at step 0 (BYOL: 0.996).
+        final_momentum: EMA momentum at the last step (BYOL: 1).
+
+    Attributes:
+        projector, predictor: the online heads. target_encoder, target_projector: the EMA copies (no gradient).
+        momentum: the momentum used by the latest ``after_step`` (``base`` before the first).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int | None = None,
+        in_channels: int | None = None,
+        channels: Sequence[int] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        views: ViewFn | None = None,
+        heads: Callable[[Encoder], tuple[nn.Module, nn.Module]],
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+    ) -> None:
+        super().__init__(spatial_dims, in_channels, channels, encoder=encoder, views=views)
+        if not 0.0 <= momentum <= final_momentum <= 1.0:
+            raise ValueError(
+                f"need 0 <= momentum <= final_momentum <= 1, got momentum={momentum}, final_momentum={final_momentum}"
+            )
+        self.base_momentum, self.final_momentum = float(momentum), float(final_momentum)
+        self.momentum = self.base_momentum
+        self.projector, self.predictor = heads(self.encoder)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.target_projector = copy.deepcopy(self.projector)
+        for param in (*self.target_encoder.parameters(), *self.target_projector.parameters()):
+            param.requires_grad_(False)
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """Move the target towards the online network with ``cosine_momentum(step, max_steps, ...)``."""
+        self.momentum = cosine_momentum(step, max_steps, self.base_momentum, self.final_momentum)
+        update_momentum(self.encoder, self.target_encoder, self.momentum)
+        update_momentum(self.projector, self.target_projector, self.momentum)
+
+
 @register("byol")
-class BYOL(PretrainMethod):
+class BYOL(MomentumMethod):
     """Online encoder + projector + predictor regress the target encoder + projector's output on the other view.
 
     The projectors act per position of the deepest map and are then averaged (see ``medssl.pretrain.heads``);
@@ -65,6 +115,10 @@ class BYOL(PretrainMethod):
         momentum: the momentum used by the latest ``after_step`` (``base`` before the first).
     """
 
+    projector: ProjectionHead
+    predictor: PredictionHead
+    target_projector: ProjectionHead
+
     def __init__(
         self,
         spatial_dims: int | None = None,
@@ -78,19 +132,22 @@ class BYOL(PretrainMethod):
         momentum: float = 0.996,
         final_momentum: float = 1.0,
     ) -> None:
-        super().__init__(spatial_dims, in_channels, channels, encoder=encoder, views=views)
-        if not 0.0 <= momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                f"need 0 <= momentum <= final_momentum <= 1, got momentum={momentum}, final_momentum={final_momentum}"
+        def heads(online: Encoder) -> tuple[nn.Module, nn.Module]:
+            return (
+                ProjectionHead(online.out_channels, hidden_dim, projection_dim),
+                PredictionHead(projection_dim, hidden_dim, projection_dim),
             )
-        self.base_momentum, self.final_momentum = float(momentum), float(final_momentum)
-        self.momentum = self.base_momentum
-        self.projector = ProjectionHead(self.encoder.out_channels, hidden_dim, projection_dim)
-        self.predictor = PredictionHead(projection_dim, hidden_dim, projection_dim)
-        self.target_encoder = copy.deepcopy(self.encoder)
-        self.target_projector = copy.deepcopy(self.projector)
-        for param in (*self.target_encoder.parameters(), *self.target_projector.parameters()):
-            param.requires_grad_(False)
+
+        super().__init__(
+            spatial_dims,
+            in_channels,
+            channels,
+            encoder=encoder,
+            views=views,
+            heads=heads,
+            momentum=momentum,
+            final_momentum=final_momentum,
+        )
 
     def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss": symmetrised BYOL loss}`` for a batch ``(B, in_channels, *S)``."""
@@ -102,9 +159,3 @@ class BYOL(PretrainMethod):
         target_a, target_b = targets.chunk(2)
         # View a's prediction regresses view b's target and vice versa; the mean over 2B averages the two terms.
         return {"loss": byol_loss(predictions, torch.cat((target_b, target_a)))}
-
-    def after_step(self, step: int, max_steps: int) -> None:
-        """Move the target towards the online network with ``cosine_momentum(step, max_steps, ...)``."""
-        self.momentum = cosine_momentum(step, max_steps, self.base_momentum, self.final_momentum)
-        update_momentum(self.encoder, self.target_encoder, self.momentum)
-        update_momentum(self.projector, self.target_projector, self.momentum)

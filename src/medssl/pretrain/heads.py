@@ -1,4 +1,4 @@
-"""MLP heads for pretraining: the projection head (SimCLR, BYOL) and BYOL's predictor.
+"""MLP heads for pretraining: the projection head (SimCLR, BYOL), BYOL's predictor and PGL's dense conv head.
 
 Both are ``Linear - LayerNorm - ReLU - Linear`` acting on the last dimension. The papers put BatchNorm1d in the
 hidden layer, but batch statistics break at batch size 1 (training raises) and are noise at the batch sizes of 3D
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["PredictionHead", "ProjectionHead"]
+from medssl.networks import layers
+
+__all__ = ["ConvProjectionHead", "PredictionHead", "ProjectionHead"]
 
 
 class _TwoLayerMLP(nn.Sequential):
@@ -70,3 +72,34 @@ class PredictionHead(_TwoLayerMLP):
     Shape:
         ``(B, *, in_dim) -> (B, *, out_dim)``; any ``B >= 1``.
     """
+
+
+class ConvProjectionHead(nn.Sequential):
+    """PGL's projector and predictor (https://arxiv.org/abs/2109.13243): a dense head without global pooling,
+    ``Conv1x1 (hidden_dim) - BatchNorm - ReLU - Conv1x1 (out_dim)``, applied at every position of a map.
+
+    BatchNorm normalises over the batch and every position (``B * prod(S)`` values per channel), so its statistics
+    are sound at batch size 2; training needs more than one value per channel. The first conv has no bias (the norm
+    removes it).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_dim: input channels (the encoder's ``out_channels`` for the projector).
+        hidden_dim: hidden width (PGL: 4096).
+        out_dim: output channels (PGL: 256).
+
+    Shape:
+        ``(B, in_dim, *S) -> (B, out_dim, *S)``.
+    """
+
+    def __init__(self, spatial_dims: int, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        for arg, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if value < 1:
+                raise ValueError(f"{arg} must be >= 1, got {value}")
+        super().__init__(
+            layers.conv(spatial_dims, in_dim, hidden_dim, kernel_size=1, bias=False),
+            layers.norm("batch", spatial_dims, hidden_dim),
+            nn.ReLU(),
+            layers.conv(spatial_dims, hidden_dim, out_dim, kernel_size=1),
+        )
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim

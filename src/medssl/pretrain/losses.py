@@ -1,7 +1,9 @@
 """Self-supervised losses: NT-Xent (SimCLR), BYOL's normalised regression, and the Gaussian KL term of a VAE.
 
 Embedding losses reduce along dimension 1 (the feature axis), so the same function serves global embeddings
-``(B, D)`` and dense ones ``(B, D, *S)`` where that makes sense.
+``(B, D)`` and dense ones ``(B, D, *S)`` where that makes sense. They compute in float32 with autocast off: early
+in training the cosine similarities of different images differ in the third decimal, below bfloat16's resolution
+near 1, so a bf16 similarity matrix is flat and the loss gives no gradient.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ class NTXentLoss(nn.Module):
         if z_a.ndim != 2 or z_a.shape != z_b.shape:
             raise ValueError(f"z_a and z_b must both be (B, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
         n = z_a.shape[0]
-        z = F.normalize(torch.cat((z_a, z_b)), dim=1)
-        logits = z @ z.T / self.temperature
+        with _float32(z_a):
+            z = F.normalize(_wide(torch.cat((z_a, z_b))), dim=1)
+            logits = z @ z.T / self.temperature
         # An embedding is never its own negative.
         logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
         positives = torch.cat((torch.arange(n, 2 * n), torch.arange(n))).to(z.device)
@@ -67,8 +70,9 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """
     if p.shape != z.shape:
         raise ValueError(f"p and z must have one shape, got {tuple(p.shape)} and {tuple(z.shape)}")
-    cosine = (F.normalize(p, dim=1) * F.normalize(z, dim=1)).sum(dim=1)
-    return (2 - 2 * cosine).mean()
+    with _float32(p):
+        cosine = (F.normalize(_wide(p), dim=1) * F.normalize(_wide(z), dim=1)).sum(dim=1)
+        return (2 - 2 * cosine).mean()
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -83,5 +87,17 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     """
     if mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must have one shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
-    per_element = 0.5 * (mu.square() + logvar.exp() - 1 - logvar)
-    return per_element.flatten(1).sum(1).mean()
+    with _float32(mu):
+        mu, logvar = _wide(mu), _wide(logvar)
+        per_element = 0.5 * (mu.square() + logvar.exp() - 1 - logvar)
+        return per_element.flatten(1).sum(1).mean()
+
+
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is in a narrower float type (float64 stays)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _float32(like: Tensor) -> torch.autocast:
+    """Autocast switched off on ``like``'s device: the loss runs in the float32 its inputs are cast to."""
+    return torch.autocast(device_type=like.device.type, enabled=False)

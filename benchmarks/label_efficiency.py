@@ -1,0 +1,98 @@
+"""The label-efficiency experiment on real data: random init against pretrained encoders, methods x label fractions
+x seeds on one seeded split, scored on the same held-out test cases.
+
+The experiment folder is kept (default ``benchmarks/work/label_efficiency_<dataset>``, git-ignored) so that an
+interrupted or extended run continues with ``--resume`` (methods, fractions and seeds may be added). Usage:
+
+    python benchmarks/label_efficiency.py --dataset hippocampus --methods random,autoencoder,vae \\
+        --fractions 0.1,1.0 --seeds 3 --pretrain-steps 500 --finetune-steps 300
+    python benchmarks/label_efficiency.py --dataset hippocampus --methods random,autoencoder,vae,simclr,byol \\
+        --fractions 0.1,1.0 --seeds 3 --pretrain-steps 500 --finetune-steps 300 --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from _common import DATA, ROOT, require, write_result
+from medssl import api
+
+DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--methods", default="random,simclr,byol,vae,autoencoder")
+    parser.add_argument("--fractions", default="0.05,0.1,0.25,1.0")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pretrain-steps", type=int, default=500)
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--val-interval", type=int, default=100)
+    parser.add_argument("--precision", default="bf16-mixed")
+    parser.add_argument("--pretrain-batch-size", type=int, default=None, help="default: the plan's")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    data = require(DATA / DATASETS[args.dataset])
+    out = args.out or ROOT / "benchmarks" / "work" / f"label_efficiency_{args.dataset}"
+    config = out.parent / f"{out.name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    pretrain = {"warmup_steps": 20}
+    if args.pretrain_batch_size:
+        pretrain["batch_size"] = args.pretrain_batch_size
+    config.write_text(json.dumps({"pretrain": pretrain, "finetune": {"val_interval": args.val_interval}}))
+    result = api.label_efficiency(
+        data,
+        out,
+        methods=args.methods.split(","),
+        fractions=[float(f) for f in args.fractions.split(",")],
+        seeds=args.seeds,
+        pretrain_steps=args.pretrain_steps,
+        finetune_steps=args.finetune_steps,
+        config=config,
+        precision=args.precision,
+        resume=args.resume,
+        quiet=True,
+    )
+    pretraining = {}
+    for method in args.methods.split(","):
+        result_file = out / "pretrain" / method / "result.json"
+        if result_file.is_file():
+            pre = json.loads(result_file.read_text())
+            pretraining[method] = {k: pre.get(k) for k in ("global_step", "final_loss", "train_seconds")}
+    split = json.loads((out / "split.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    write_result(
+        f"label_efficiency_{args.dataset}",
+        settings={
+            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "patch_size": plan["patch_size"],
+            "channels": plan["channels"],
+            "batch_size": plan["batch_size"],
+            "n_train": len(split["train"]),
+            "n_val": len(split["val"]),
+            "n_test": len(split["test"]),
+            "split_seed": split["split_seed"],
+        },
+        results={
+            "summary": result.summary,
+            "runs": [{k: v for k, v in vars(r).items() if k != "case_dice"} for r in result.runs],
+            "pretraining": pretraining,
+        },
+    )
+    for row in result.summary:
+        diff = row["diff_vs_random"]
+        print(
+            f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f} ± {row['std_dice']:.4f}"
+            + ("" if diff is None else f"  vs random {100 * diff:+.2f} pt (p={row['p_wilcoxon']:.3g})")
+        )
+
+
+if __name__ == "__main__":
+    main()
