@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -86,6 +87,7 @@ def main() -> None:
             "pretraining": pretraining,
         },
     )
+    shutil.copyfile(out / "label_efficiency.png", ROOT / "docs" / f"label_efficiency_{args.dataset}.png")
     for row in result.summary:
         diff = row["diff_vs_random"]
         print(

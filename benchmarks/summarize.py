@@ -67,6 +67,100 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| dataset | labels | method | seeds | test Dice mean ± std | vs random, paired (pt) | Wilcoxon p | wins "
+        "| pretrain steps / fine-tune steps | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s = r["settings"]
+        rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
+        for row in rows:
+            diff = row["diff_vs_random"]
+            paired = "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f}"
+            p_value = "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.2g}"
+            wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"
+            lines.append(
+                f"| {s['dataset']} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
+                f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f} | {paired} | "
+                f"{p_value} | {wins} | "
+                f"{s['pretrain_steps']} / {s['finetune_steps']} | {r['commit'][:8]} |"
+            )
+    return "\n".join(lines)
+
+
+def _mean_median(stats: dict[str, Any], metric: str, digits: int = 3) -> str:
+    return f"{_f(stats.get(metric), digits)} / {_f(stats.get(f'{metric}_median'), digits)}"
+
+
+def labelfree_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| data | structure | method | images | Dice best-cluster (mean / median) | HD95 px | XOR "
+        "| selected / truth area | Dice border | Dice darkest | paper-code Dice / hm / XOR | s per image "
+        "(threads) | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s = r["settings"]
+        for name, res in r["results"].items():
+            summary = res["summary"]
+            for structure in (k for k in summary if k != "time"):
+                best, paper = summary[structure]["best-cluster"], summary[structure]["paper-code"]
+                lines.append(
+                    f"| {s['dataset']} | {structure} | {name} | {res['n_cases']} | {_mean_median(best, 'dice')} | "
+                    f"{_mean_median(best, 'hd95', 1)} | {_mean_median(best, 'xor')} | "
+                    f"{_f(best['area_ratio_median'], 2)} | {_f(summary[structure]['border']['dice'])} | "
+                    f"{_f(summary[structure]['darkest']['dice'])} | {_f(paper['dice'])} / {_f(paper['hm'])} / "
+                    f"{_f(paper['xor'])} | {_f(summary['time']['mean_s'], 2)} ({s['threads']}) | "
+                    f"{res['peak_rss_mb']:.0f} |"
+                )
+    return "\n".join(lines)
+
+
+def labelfree_ablation_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | Dice best-cluster mean / median / min | selected / truth area (median) | images with area "
+        "ratio > 1.5 | Dice border | s per image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for name, v in r["results"].items():
+            lines.append(
+                f"| {name} | {v['dice_mean']:.3f} / {v['dice_median']:.3f} / {v['dice_min']:.3f} | "
+                f"{v['area_ratio_median']:.2f} | {v['images_area_ratio_over_1.5']} | {v['border_dice_mean']:.3f} | "
+                f"{v['seconds_mean']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def labelfree_plot(runs: list[dict[str, Any]]) -> None:
+    """docs/labelfree_dice.png: per-image Dice of every method under each protocol, one panel per data set."""
+    runs = [r for r in runs if r["results"]]
+    if not runs:
+        return
+    protocols = ["best-cluster", "border", "darkest", "paper-code"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.2), squeeze=False)
+    for ax, r in zip(axes[0], runs, strict=True):
+        names = list(r["results"])
+        structure = next(iter(r["results"][names[0]]["cases"][0]["scores"]))
+        width = 0.8 / len(protocols)
+        for p, protocol in enumerate(protocols):
+            data = [[c["scores"][structure][protocol]["dice"] for c in r["results"][n]["cases"]] for n in names]
+            positions = [i + (p - (len(protocols) - 1) / 2) * width for i in range(len(names))]
+            box = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True, showfliers=False)
+            for patch in box["boxes"]:
+                patch.set_facecolor(f"C{p}")
+            ax.plot([], [], color=f"C{p}", lw=6, label=protocol)
+        ax.set_xticks(range(len(names)), [f"{n}\n({r['results'][n]['n_cases']} images)" for n in names], fontsize=7)
+        ax.set(ylabel=f"Dice ({structure})", ylim=(0, 1), title=f"{r['settings']['dataset']}: Dice per image")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "labelfree_dice.png", dpi=100)
+    plt.close(fig)
+
+
 def time_to_dice_plot(runs: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
@@ -95,9 +189,15 @@ def replace_block(text: str, name: str, table: str) -> str:
 def main() -> None:
     finetune = _load("finetune_*.json")
     speed = _load("speed.json")
+    label_efficiency = _load("label_efficiency_*.json")
+    labelfree = _load("labelfree_*.json")
     text = DOC.read_text()
+    text = replace_block(text, "labelfree", labelfree_table(labelfree))
+    labelfree_plot(labelfree)
+    text = replace_block(text, "labelfree-ablation", labelfree_ablation_table(_load("ablation_labelfree_*.json")))
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))
+    text = replace_block(text, "label_efficiency", label_efficiency_table(label_efficiency))
     DOC.write_text(text)
     time_to_dice_plot(finetune)
     print(f"updated {DOC}")

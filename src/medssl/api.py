@@ -6,7 +6,7 @@ Each function validates its input and raises ``MedsslError`` with one clear mess
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import track
@@ -22,6 +22,9 @@ from medssl.engine.run_folder import prepare_output_dir
 from medssl.errors import MedsslError
 from medssl.metrics.evaluate import evaluate_folders, write_evaluation
 from medssl.segment.predict import load_trained_model, predict_image, prediction_name, write_prediction
+
+if TYPE_CHECKING:
+    from medssl.labelfree.segment import SegmentResult
 
 console = Console(stderr=True)
 
@@ -223,9 +226,52 @@ def evaluate(
     spacing_aware: bool = False,
     tolerance: float = 1.0,
     out: str | Path | None = None,
+    protocol: str = "label-map",
+    images: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given."""
-    result = evaluate_folders(Path(pred), Path(truth), spacing_aware=spacing_aware, tolerance=tolerance)
+    """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given.
+
+    ``protocol`` ``label-map`` scores label maps as they are; the cluster-map protocols of label-free
+    segmentation (``best-cluster``, ``border``, ``darkest``, ``paper-code``; see
+    ``medssl.labelfree.cluster_evaluation``) first pick one cluster per case and structure. ``darkest`` needs
+    the ``images``.
+    """
+    if protocol == "label-map":
+        if images is not None:
+            raise MedsslError("--images is only used by the darkest protocol")
+        result = evaluate_folders(Path(pred), Path(truth), spacing_aware=spacing_aware, tolerance=tolerance)
+    else:
+        from medssl.labelfree.cluster_evaluation import PROTOCOLS, evaluate_clusters
+
+        if protocol not in PROTOCOLS:
+            raise MedsslError(f"unknown protocol {protocol!r}; choose one of label-map, {', '.join(PROTOCOLS)}")
+        result = evaluate_clusters(
+            pred, truth, protocol=protocol, images_dir=images, spacing_aware=spacing_aware, tolerance=tolerance
+        )
     if out is not None:
         write_evaluation(result, Path(out))
     return result
+
+
+def segment(
+    input: str | Path,
+    out: str | Path,
+    *,
+    method: str = "s3",
+    clusters: int | None = None,
+    config: str | Path | None = None,
+    select: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    **overrides: Any,
+) -> SegmentResult:
+    """Annotation-free segmentation of every image under ``input`` (see ``medssl.labelfree.segment``).
+
+    Settings come from the method's dataclass (``S3Config`` or ``KMeansConfig``) < the YAML ``config`` <
+    ``clusters`` and ``overrides``.
+    """
+    from medssl.labelfree.config import resolve_method_config
+    from medssl.labelfree.segment import segment_folder
+
+    cfg = resolve_method_config(method, config, clusters=clusters, **overrides)
+    return segment_folder(input, out, method, cfg, select=select, overwrite=overwrite, quiet=quiet)

@@ -166,14 +166,55 @@ def evaluate(
     spacing_aware: Annotated[bool, typer.Option("--spacing-aware", help="Distances in mm where known.")] = False,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Surface Dice tolerance (mm or px).")] = 1.0,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file to write (CSV beside it).")] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="label-map (score label maps as they are); for cluster maps of `medssl segment`: best-cluster "
+            "(the cluster overlapping the truth most; the paper's), border or darkest (picked without the truth), "
+            "paper-code (S3-Net's public scoring, optimistic; for comparison only).",
+        ),
+    ] = "label-map",
+    images: Annotated[Path | None, typer.Option("--images", help="Images (same stems), for protocol darkest.")] = None,
 ) -> None:
     """Per case and structure: Dice, HD95, Hausdorff, normalised surface Dice, XOR."""
     from medssl import api
 
-    result = api.evaluate(pred, truth, spacing_aware=spacing_aware, tolerance=tolerance, out=out)
-    _print_summary(result["summary"], f"{pred} vs {truth}")
+    result = api.evaluate(
+        pred, truth, spacing_aware=spacing_aware, tolerance=tolerance, out=out, protocol=protocol, images=images
+    )
+    metrics = ["dice", "hm", "xor"] if protocol == "paper-code" else None
+    title = f"{pred} vs {truth}" + ("" if protocol == "label-map" else f" ({protocol} protocol)")
+    _print_summary(result["summary"], title, metrics)
     if out is not None:
         out_console.print(f"wrote {out} and {Path(out).with_suffix('.csv')}")
+
+
+@app.command()
+def segment(
+    input: Annotated[Path, typer.Option("--input", help="An image or a folder of 2D images.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the cluster maps.")],
+    method: Annotated[str, typer.Option("--method", help="s3 (S3-Net) or kmeans.")] = "s3",
+    clusters: Annotated[int | None, typer.Option("--clusters", help="Number of clusters K (default 2).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of S3Config/KMeansConfig options.")] = None,
+    select: Annotated[
+        str | None, typer.Option("--select", help="Also write the cluster a rule picks: border or darkest.")
+    ] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Annotation-free segmentation: one cluster map per image (same stem and size; 1..K from darkest to
+    brightest, 0 outside the field of view), overlays, and the settings used."""
+    from medssl import api
+
+    result = api.segment(
+        input, out, method=method, clusters=clusters, config=config, select=select, overwrite=overwrite, quiet=quiet
+    )
+    seconds = [r["seconds"] for r in result.records]
+    out_console.print(
+        f"wrote {len(result.maps)} cluster map(s) to {result.out_dir} "
+        f"({sum(seconds) / max(len(seconds), 1):.2f} s per image); overlays in {result.out_dir / 'overlays'}"
+    )
 
 
 @app.command()
@@ -258,9 +299,9 @@ def _split_list(text: str | None, kind: type[Any], option: str) -> list[Any] | N
         raise MedsslError(f"{option} must be a comma-separated list of {kind.__name__} values, not {text!r}") from None
 
 
-def _print_summary(summary: dict[str, dict[str, Any]], title: str) -> None:
+def _print_summary(summary: dict[str, dict[str, Any]], title: str, metrics: list[str] | None = None) -> None:
     table = Table(title=title)
-    metrics = ["dice", "hd95", "hd", "nsd", "xor"]
+    metrics = metrics or ["dice", "hd95", "hd", "nsd", "xor"]
     table.add_column("label")
     for m in metrics:
         table.add_column(m, justify="right")

@@ -184,6 +184,7 @@ def plot_label_efficiency(summary: Sequence[dict[str, Any]], out_png: Path) -> P
         axes[0][1].set(ylabel="Dice points vs random init (paired by seed)", title="gain over random init")
     for ax in axes[0]:
         ax.set_xscale("log")
+        ax.set_xlim(min(fractions) / 1.5, max(fractions) * 1.5)  # room for the dodged error bars, also for one fraction
         ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
         ax.minorticks_off()
         ax.set_xlabel("share of training labels")

@@ -90,7 +90,12 @@ class OverlayCase:
     physical: bool = False
 
 
-def save_overlays(cases: Sequence[OverlayCase], labels: Sequence[str], out_png: str | Path) -> Path:
+def save_overlays(
+    cases: Sequence[OverlayCase],
+    labels: Sequence[str],
+    out_png: str | Path,
+    title: str = "prediction (filled) and truth (outline)",
+) -> Path:
     """Grid of images with the prediction filled and the truth outlined, one colour per structure.
 
     3D cases show the slice (last axis) with the most truth (else prediction) foreground.
@@ -112,11 +117,11 @@ def save_overlays(cases: Sequence[OverlayCase], labels: Sequence[str], out_png: 
             ax.imshow(rgba, interpolation="nearest", origin=origin)
             if truth is not None and truth[s].any():
                 ax.contour(truth[s].astype(float), levels=[0.5], colors=[colour], linewidths=1.0, origin=origin)
-        title = case.name if case.score is None else f"{case.name}  Dice {case.score:.3f}"
-        ax.set_title(title, fontsize=9)
+        panel = case.name if case.score is None else f"{case.name}  Dice {case.score:.3f}"
+        ax.set_title(panel, fontsize=9)
     handles = [matplotlib.patches.Patch(color=_COLOURS[i % len(_COLOURS)], label=lab) for i, lab in enumerate(labels)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
-    fig.suptitle("prediction (filled) and truth (outline)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     out = Path(out_png)
     fig.savefig(out, dpi=100)

@@ -196,6 +196,25 @@ def write_evaluation(result: Mapping[str, Any], out_file: str | os.PathLike[str]
     return json_path, csv_path
 
 
+def reference_layout(truth_dir: str | os.PathLike[str]) -> str:
+    """The layout of a reference folder: ``LABEL_MAP`` or ``MULTI_LABEL`` (see the module docs).
+
+    Raises:
+        MedsslError: the folder is missing, holds no label image, or mixes files and structure sub-folders.
+    """
+    return _detect_layout(_existing_dir(truth_dir, "reference"))
+
+
+def image_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """The image files of a folder by stem (sorted by name); two files with one stem raise ``MedsslError``."""
+    return _image_files(_existing_dir(folder, "image"))
+
+
+def structure_dirs(truth_dir: str | os.PathLike[str]) -> list[Path]:
+    """The structure sub-folders of a ``MULTI_LABEL`` reference folder, sorted by name."""
+    return [p for p in _entries(Path(truth_dir)) if _is_structure_dir(p)]
+
+
 def _label_items(
     pred: npt.NDArray[Any], truth: npt.NDArray[Any], labels: Mapping[int, str] | None
 ) -> list[tuple[int, str]]:
@@ -334,9 +353,11 @@ def _plain(value: Any) -> Any:
 def _cases_csv(cases: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "label", *METRICS])
+    # Other numeric columns of the rows (e.g. the selected cluster, or "hm" of the paper-code protocol) follow.
+    extra = [k for k in dict.fromkeys(k for row in cases for k in row) if k not in ("case", "label", *METRICS)]
+    writer.writerow(["case", "label", *METRICS, *extra])
     for row in cases:
-        values = [_plain(row.get(m)) for m in METRICS]
+        values = [_plain(row.get(m)) for m in (*METRICS, *extra)]
         writer.writerow([row["case"], row["label"], *("" if v is None else repr(float(v)) for v in values)])
     return buffer.getvalue()
 

@@ -1,0 +1,210 @@
+"""Settings of the label-free methods (dataclass defaults < YAML file < keyword overrides, as in
+``medssl.config``); the resolved settings are written into every output folder as ``config.yaml``.
+
+S3-Net's defaults follow the source document (seeds/003) where it gives a value: loss weights 3.5 / 0.5 / 2,
+at most 50 iterations, SGD with momentum 0.9, 256x256 working size, two I-LKA blocks, boundary downsampling
+factor 16. Where our defaults differ (learning rate, start, channels, stride), the field says why;
+``S3Config.paper()`` gives the paper's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medssl.config import load_yaml, resolve
+from medssl.errors import MedsslError
+from medssl.labelfree.preprocess import COLOUR_SPACES
+
+METHODS = ("s3", "kmeans")
+S3_STARTS = ("argmax", "kmeans")
+
+
+@dataclass
+class LabelFreeConfig:
+    """Settings shared by every label-free method.
+
+    Attributes:
+        clusters: number of clusters ``K`` in the output (>= 2).
+        size: working size; pictures are resized to ``size x size`` and the result mapped back.
+        colour_space: ``lab`` (CIELAB) or ``rgb`` for colour pictures.
+        field_of_view: exclude the dark ring of a circular field of view (label 0 in the output).
+        hair_size: black-hat window (working-size pixels) for hair removal; 0 turns it off (do so for vessels).
+        smooth_sigma: Gaussian smoothing of the features (working-size pixels).
+        position_weight: append the pixel position (row, column in [0, 1]) to the features, times this weight
+            times the mean feature spread; 0: colour only.
+        min_region: connected regions smaller than this share of the field of view join the cluster around them.
+        seed: random seed.
+    """
+
+    clusters: int = 2
+    size: int = 256
+    colour_space: str = "lab"
+    field_of_view: bool = True
+    hair_size: int = 9
+    smooth_sigma: float = 0.0
+    position_weight: float = 0.0
+    min_region: float = 0.01
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ``MedsslError`` naming the first invalid field."""
+        if self.clusters < 2:
+            raise MedsslError(f"clusters must be at least 2, not {self.clusters}")
+        if self.size < 16:
+            raise MedsslError(f"size must be at least 16, not {self.size}")
+        if self.colour_space not in COLOUR_SPACES:
+            raise MedsslError(f"colour_space must be one of {', '.join(COLOUR_SPACES)}, not {self.colour_space!r}")
+        if self.hair_size < 0 or self.smooth_sigma < 0 or self.position_weight < 0:
+            raise MedsslError("hair_size, smooth_sigma and position_weight must not be negative")
+        if not 0 <= self.min_region < 1:
+            raise MedsslError(f"min_region must be in [0, 1), not {self.min_region}")
+
+
+@dataclass
+class KMeansConfig(LabelFreeConfig):
+    """k-means on pixel features (colour or intensity, optionally position).
+
+    Attributes:
+        smooth_sigma: as in ``LabelFreeConfig``; 2 px by default (k-means has no spatial term of its own).
+        iterations: Lloyd iterations at most.
+        restarts: k-means++ initialisations; the one with the lowest within-cluster sum of squares wins.
+    """
+
+    smooth_sigma: float = 2.0
+    iterations: int = 50
+    restarts: int = 3
+
+    def check(self) -> None:
+        """Raise ``MedsslError`` naming the first invalid field."""
+        super().check()
+        if self.iterations < 1 or self.restarts < 1:
+            raise MedsslError("iterations and restarts must be at least 1")
+
+
+@dataclass
+class S3Config(LabelFreeConfig):
+    """S3-Net's per-image optimisation.
+
+    Attributes:
+        smooth_sigma: as in ``LabelFreeConfig``; 2 px by default, as for k-means, whose clusters are the start.
+        max_iterations: optimiser steps at most (document: 50).
+        min_iterations: steps before the early stop may trigger.
+        stop_change: stop early once fewer than this share of the field of view changed cluster in a step
+            (or once at most ``clusters`` clusters remain; the public code stops on the cluster count only).
+        start: ``argmax``: the self-training targets are the fresh network's own argmax map from the first step
+            (the paper's); ``kmeans``: they are the k-means clusters of the same features until the network
+            reproduces them (``start_agreement``), then the network's own map. Our default: with the paper's
+            start the clusters merge across the lesion border within a few steps on many images, and a start
+            of a fixed three k-means steps left the network too far from them (docs/benchmarks.md).
+        start_iterations: most steps with the k-means targets (``start: kmeans``).
+        start_agreement: mean IoU over the k-means clusters that the network's argmax must reach before its
+            own map takes over.
+        lr: SGD learning rate (document: 0.36; ours 0.1, chosen on the first 40 PH2 images: with 0.36 the
+            network drifts away from its start within a step or two).
+        momentum: SGD momentum (document: 0.9).
+        channels: feature width, also the largest number of clusters (paper code: 64; ours 16, for time: at
+            64 channels and full resolution one step takes seconds on 2 CPU cores).
+        blocks: I-LKA blocks (paper: 2).
+        stride: the stem's stride; the network runs at ``size / stride`` and its response is upsampled to
+            ``size`` (paper: 1; ours 2, four times cheaper).
+        weight_ce: weight of the self-training cross-entropy (document lambda1: 3.5).
+        weight_affine: weight of the affine-consistency loss (document lambda2: 0.5).
+        weight_spatial: weight of the spatial-consistency (or, with ``boundary_loss``, the boundary) loss
+            (document lambda3: 2).
+        boundary_loss: replace spatial consistency by the boundary loss ``|up(down(S)) - S|`` (improved variant).
+        boundary_factor: downsampling factor of the boundary loss (document beta: 16).
+        learnable_affine: add the localisation network (improved variant).
+        max_degrees: rotation range of the random affine transforms, degrees.
+        scale_range: scale range of the random affine transforms.
+        max_translation: translation range, as a share of the image size.
+    """
+
+    smooth_sigma: float = 2.0
+    max_iterations: int = 50
+    min_iterations: int = 3
+    stop_change: float = 0.005
+    start: str = "kmeans"
+    start_iterations: int = 20
+    start_agreement: float = 0.85
+    lr: float = 0.1
+    momentum: float = 0.9
+    channels: int = 16
+    blocks: int = 2
+    stride: int = 2
+    weight_ce: float = 3.5
+    weight_affine: float = 0.5
+    weight_spatial: float = 2.0
+    boundary_loss: bool = False
+    boundary_factor: int = 16
+    learnable_affine: bool = False
+    max_degrees: float = 30.0
+    scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    max_translation: float = 0.1
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> S3Config:
+        """The paper's and public code's settings: RGB, no field of view, hair or region clean-up, the network's
+        own argmax from the start, learning rate 0.36, 64 channels at full resolution."""
+        values: dict[str, Any] = {
+            "smooth_sigma": 0.0,
+            "colour_space": "rgb",
+            "field_of_view": False,
+            "hair_size": 0,
+            "min_region": 0.0,
+            "start": "argmax",
+            "start_iterations": 0,
+            "lr": 0.36,
+            "channels": 64,
+            "stride": 1,
+        }
+        return cls(**{**values, **overrides})
+
+    def check(self) -> None:
+        """Raise ``MedsslError`` naming the first invalid field."""
+        super().check()
+        if self.max_iterations < 1 or not 1 <= self.min_iterations <= self.max_iterations:
+            raise MedsslError("need 1 <= min_iterations <= max_iterations")
+        if self.start not in S3_STARTS:
+            raise MedsslError(f"start must be one of {', '.join(S3_STARTS)}, not {self.start!r}")
+        if not 0 <= self.start_iterations < self.max_iterations:
+            raise MedsslError(
+                f"start_iterations ({self.start_iterations}) must be at least 0 and below max_iterations "
+                f"({self.max_iterations})"
+            )
+        if not 0 < self.start_agreement <= 1:
+            raise MedsslError(f"start_agreement must be in (0, 1], not {self.start_agreement}")
+        if not 0 <= self.stop_change < 1:
+            raise MedsslError(f"stop_change must be in [0, 1), not {self.stop_change}")
+        if self.lr <= 0 or not 0 <= self.momentum < 1:
+            raise MedsslError(f"need lr > 0 and momentum in [0, 1), got {self.lr} and {self.momentum}")
+        if self.channels < self.clusters:
+            raise MedsslError(f"channels ({self.channels}) must be at least clusters ({self.clusters})")
+        if self.blocks < 0 or self.stride not in (1, 2, 4):
+            raise MedsslError(f"need blocks >= 0 and stride 1, 2 or 4, got {self.blocks} and {self.stride}")
+        if min(self.weight_ce, self.weight_affine, self.weight_spatial) < 0:
+            raise MedsslError("loss weights must not be negative")
+        if self.boundary_factor < 2 or self.size % self.boundary_factor:
+            raise MedsslError(f"boundary_factor must be >= 2 and divide size {self.size}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise MedsslError(f"scale_range must be two positive numbers, low first, not {self.scale_range}")
+
+
+def resolve_method_config(method: str, yaml_path: str | Path | None = None, **overrides: Any) -> LabelFreeConfig:
+    """The checked settings of ``method`` (``s3`` or ``kmeans``) from defaults < YAML < ``overrides``.
+
+    Raises:
+        MedsslError: unknown method, unknown option, or an invalid value.
+    """
+    classes: dict[str, type[LabelFreeConfig]] = {"s3": S3Config, "kmeans": KMeansConfig}
+    if method not in classes:
+        raise MedsslError(f"unknown label-free method {method!r}; choose one of {', '.join(METHODS)}")
+    from_file = load_yaml(yaml_path) if yaml_path is not None else {}
+    saved_method = from_file.pop("method", method)  # the config.yaml of an output folder names its method
+    if saved_method != method:
+        raise MedsslError(f"config file {yaml_path} is for method {saved_method!r}, not {method!r}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    config = resolve(classes[method], None, **{**from_file, **given})
+    config.check()
+    return config

@@ -1,0 +1,151 @@
+"""Turning a cluster map into one predicted structure, and the public code's scoring for comparison.
+
+A label-free method outputs clusters, not a structure; an evaluation protocol says which cluster is the
+prediction:
+
+- ``best-cluster``: the cluster that overlaps the ground truth most (the paper's protocol, after Ahn et al.,
+  MICCAI 2021). It needs the ground truth, so it measures how well the clusters can separate the structure,
+  not what a user without labels gets.
+- ``border``: the cluster whose pixels touch the border least (the image edge, or the edge of the field of
+  view): a lesion or organ is usually surrounded by background. Needs no ground truth.
+- ``darkest``: the cluster of lowest mean lightness (lesions, lungs on a display-convention X-ray and vessels
+  are darker than their surroundings). Needs the image, not the ground truth.
+
+``paper_code_scores`` reproduces how S3-Net's public code scores a prediction, for comparison only: the
+prediction is first multiplied by the ground truth dilated twice with a 5x5 kernel (which deletes every false
+positive farther than 4 pixels from the truth), and its "hm" is ``1 - IoU``, not a Hausdorff distance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from medssl.errors import MedsslError
+from medssl.metrics.overlap import dice, xor_error
+
+SELECTION_PROTOCOLS = ("best-cluster", "border", "darkest")
+# Border zone width as a share of the shorter image side (at least 2 pixels).
+_BORDER_SHARE = 0.02
+
+
+def cluster_ids(labels: npt.NDArray[np.integer]) -> list[int]:
+    """The cluster values (non-zero) present in a map, in increasing order."""
+    return [int(v) for v in np.unique(labels) if v > 0]
+
+
+def best_overlap_cluster(labels: npt.NDArray[np.integer], truth: npt.ArrayLike) -> int:
+    """The cluster with the most pixels inside the ground truth (ties: the smaller cluster value).
+
+    Args:
+        labels: ``(*spatial)`` cluster map, 0 = not clustered.
+        truth: ``(*spatial)`` binary ground truth.
+
+    Returns:
+        The cluster value, or 0 when the map has no cluster.
+    """
+    mask = np.asarray(truth).astype(bool)
+    if labels.shape != mask.shape:
+        raise MedsslError(f"cluster map shape {labels.shape} does not match ground truth shape {mask.shape}")
+    ids = cluster_ids(labels)
+    if not ids:
+        return 0
+    overlap = np.bincount(labels[mask].ravel(), minlength=max(ids) + 1)
+    return max(ids, key=lambda i: (int(overlap[i]), -i))
+
+
+def border_zone(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+    """Pixels within ``2 %`` of the shorter side (at least 2 pixels) of the image edge or of unclustered (0)
+    pixels, for a 2D ``(H, W)`` map."""
+    width = max(2, round(_BORDER_SHARE * min(labels.shape)))
+    outside = np.pad(labels == 0, 1, constant_values=True)
+    distance = ndimage.distance_transform_edt(~outside)[1:-1, 1:-1]
+    return distance <= width
+
+
+def border_cluster(labels: npt.NDArray[np.integer]) -> int:
+    """The cluster with the smallest share of its pixels in the border zone (ties: the smaller cluster).
+
+    Args:
+        labels: ``(H, W)`` cluster map, 0 = outside the field of view.
+
+    Returns:
+        The cluster value, or 0 when the map has no cluster.
+    """
+    ids = cluster_ids(labels)
+    if not ids:
+        return 0
+    zone = border_zone(labels)
+    sizes = np.bincount(labels.ravel(), minlength=max(ids) + 1)
+    touching = np.bincount(labels[zone].ravel(), minlength=max(ids) + 1)
+    return min(ids, key=lambda i: (touching[i] / sizes[i], sizes[i], i))
+
+
+def darkest_cluster(labels: npt.NDArray[np.integer], lightness: npt.NDArray[np.floating]) -> int:
+    """The cluster of lowest mean ``lightness`` (ties: the smaller cluster value).
+
+    Args:
+        labels: ``(*spatial)`` cluster map, 0 = not clustered.
+        lightness: ``(*spatial)`` image lightness (e.g. CIELAB L* or the grey value).
+
+    Returns:
+        The cluster value, or 0 when the map has no cluster.
+    """
+    if labels.shape != lightness.shape:
+        raise MedsslError(f"cluster map shape {labels.shape} does not match image shape {lightness.shape}")
+    ids = cluster_ids(labels)
+    if not ids:
+        return 0
+    sums = np.bincount(labels.ravel(), weights=lightness.ravel().astype(np.float64), minlength=max(ids) + 1)
+    sizes = np.bincount(labels.ravel(), minlength=max(ids) + 1)
+    return min(ids, key=lambda i: (sums[i] / sizes[i], i))
+
+
+def select_cluster(
+    protocol: str,
+    labels: npt.NDArray[np.integer],
+    truth: npt.ArrayLike | None = None,
+    lightness: npt.NDArray[np.floating] | None = None,
+) -> int:
+    """The cluster a protocol takes as the prediction (``SELECTION_PROTOCOLS``; ``paper-code`` selects like
+    ``best-cluster``).
+
+    Raises:
+        MedsslError: unknown protocol, or the input it needs (truth, lightness) is missing.
+    """
+    if protocol in ("best-cluster", "paper-code"):
+        if truth is None:
+            raise MedsslError(f"protocol {protocol} needs the ground truth")
+        return best_overlap_cluster(labels, truth)
+    if protocol == "border":
+        return border_cluster(labels)
+    if protocol == "darkest":
+        if lightness is None:
+            raise MedsslError("protocol darkest needs the images (--images)")
+        return darkest_cluster(labels, lightness)
+    raise MedsslError(f"unknown protocol {protocol!r}; choose one of {', '.join((*SELECTION_PROTOCOLS, 'paper-code'))}")
+
+
+def paper_code_scores(pred: npt.ArrayLike, truth: npt.ArrayLike) -> dict[str, float | None]:
+    """Scores the way S3-Net's public code computes them (optimistic; for comparison with the paper only).
+
+    The prediction is multiplied by the ground truth dilated twice with a 5x5 kernel of ones, then Dice, XOR
+    (``|P xor G| / |G|``) and "hm" = ``1 - IoU`` are computed on it.
+
+    Args:
+        pred: ``(H, W)`` binary prediction (the selected cluster).
+        truth: ``(H, W)`` binary ground truth.
+
+    Returns:
+        ``{"dice", "hm", "xor"}``; hm is 0 when both masks are empty, xor None for an empty truth.
+    """
+    p = np.asarray(pred).astype(bool)
+    t = np.asarray(truth).astype(bool)
+    if p.shape != t.shape:
+        raise MedsslError(f"prediction shape {p.shape} does not match reference shape {t.shape}")
+    window = ndimage.binary_dilation(t, structure=np.ones((5, 5), dtype=bool), iterations=2)
+    masked = p & window
+    union = int((masked | t).sum())
+    iou = int((masked & t).sum()) / union if union else 1.0
+    return {"dice": dice(masked, t), "hm": 1.0 - iou, "xor": xor_error(masked, t)}

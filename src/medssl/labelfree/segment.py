@@ -1,0 +1,163 @@
+"""``medssl segment``: run a label-free method over images and write one cluster map per image.
+
+Output folder:
+- ``<stem><suffix>``: the cluster map of each input, same size (and geometry) as the input; clusters ``1..K``
+  from darkest to brightest, 0 outside the detected field of view. PNG for pictures (lossless formats keep
+  their suffix, as ``medssl predict`` does);
+- ``selected/<stem>.png`` (with ``select``): the cluster a no-ground-truth rule picks, as a 0/255 mask;
+- ``overlays/page_XX.png``: every image with its clusters filled in colour, nine per page;
+- ``config.yaml``: the resolved settings; ``run.json``: per image the iterations, seconds and cluster sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from medssl.data.io import read_image, write_image
+from medssl.data.layouts import discover_inputs
+from medssl.engine.plots import OverlayCase, save_overlays
+from medssl.engine.run_folder import prepare_output_dir, progress_bar, save_json
+from medssl.errors import MedsslError
+from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
+from medssl.labelfree.kmeans import kmeans_segment
+from medssl.labelfree.protocols import border_cluster, darkest_cluster
+from medssl.labelfree.regions import ClusterResult
+from medssl.labelfree.s3 import s3_segment
+from medssl.segment.predict import output_suffix, prediction_name
+
+SELECT_RULES = ("border", "darkest")
+_PER_PAGE = 9
+
+
+@dataclass
+class SegmentResult:
+    """What ``segment_folder`` wrote.
+
+    Attributes:
+        out_dir: the output folder.
+        maps: the cluster maps written, in input order.
+        overlays: the overlay pages.
+        records: per image ``{"case", "iterations", "seconds", "cluster_sizes", ...}``.
+    """
+
+    out_dir: Path
+    maps: list[Path] = field(default_factory=list)
+    overlays: list[Path] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def segment_image(image: npt.NDArray[np.generic], method: str, config: LabelFreeConfig) -> ClusterResult:
+    """Run ``method`` (``s3`` or ``kmeans``) with its ``config`` on a ``(C, H, W)`` picture."""
+    if method == "s3" and isinstance(config, S3Config):
+        return s3_segment(image, config)
+    if method == "kmeans" and isinstance(config, KMeansConfig):
+        return kmeans_segment(image, config)
+    raise MedsslError(f"method {method!r} does not match settings of type {type(config).__name__}")
+
+
+def segment_folder(
+    input_path: str | Path,
+    out: str | Path,
+    method: str,
+    config: LabelFreeConfig,
+    *,
+    select: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> SegmentResult:
+    """Segment every image under ``input_path`` and write the cluster maps, overlays and records to ``out``.
+
+    Args:
+        input_path: an image or a folder of images (2D pictures or 2D NIfTI/NRRD/MHA; 1 or 3 channels).
+        out: output folder; an existing non-empty one is refused unless ``overwrite``.
+        method: ``s3`` or ``kmeans``.
+        config: the method's resolved settings.
+        select: also write the cluster picked by this no-ground-truth rule (``border`` or ``darkest``).
+        overwrite: replace an existing output folder.
+        quiet: no progress bar.
+
+    Returns:
+        The ``SegmentResult``.
+
+    Raises:
+        MedsslError: no input image, a 3D or multi-channel input, an unknown rule, or an existing output.
+    """
+    if select is not None and select not in SELECT_RULES:
+        raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(SELECT_RULES)}")
+    inputs = discover_inputs(Path(input_path))
+    out_dir = prepare_output_dir(out, overwrite=overwrite)
+    (out_dir / "config.yaml").write_text(
+        yaml.safe_dump({"method": method, **dataclasses.asdict(config)}, sort_keys=False)
+    )
+    result = SegmentResult(out_dir)
+    page: list[OverlayCase] = []
+    for path in progress_bar(quiet)(inputs, f"{method} segmentation"):
+        image, meta = read_image(path)
+        if meta.ndim != 2:
+            raise MedsslError(f"{path}: label-free segmentation takes 2D images, this one is {meta.ndim}D")
+        clusters = segment_image(image, method, config)
+        name = prediction_name(path)
+        map_path = out_dir / f"{name}{output_suffix(meta.source)}"
+        write_image(map_path, clusters.labels.astype(np.uint8), meta)
+        result.maps.append(map_path)
+        record = _record(name, clusters)
+        if select is not None:
+            chosen = _select(select, clusters, image)
+            write_image(
+                out_dir / "selected" / f"{name}.png", ((clusters.labels == chosen) * 255).astype(np.uint8), meta
+            )
+            record["selected_cluster"] = chosen
+        result.records.append(record)
+        page.append(_overlay_case(name, image, clusters.labels, config.clusters, meta.physical))
+        if len(page) == _PER_PAGE:
+            result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
+            page = []
+    if page:
+        result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
+    save_json(out_dir / "run.json", {"method": method, "images": result.records})
+    return result
+
+
+def _record(name: str, clusters: ClusterResult) -> dict[str, Any]:
+    sizes = np.bincount(clusters.labels.ravel())
+    return {
+        "case": name,
+        "iterations": clusters.iterations,
+        "seconds": round(clusters.seconds, 3),
+        "cluster_sizes": {str(i): int(n) for i, n in enumerate(sizes) if i > 0 and n > 0},
+        "outside_field_of_view": int(sizes[0]) if len(sizes) else 0,
+        "hair_pixels_working_size": int(clusters.prepared.hair.sum()),
+    }
+
+
+def _select(rule: str, clusters: ClusterResult, image: npt.NDArray[np.generic]) -> int:
+    from medssl.labelfree.preprocess import image_lightness
+
+    choose: Callable[[], int] = {
+        "border": lambda: border_cluster(clusters.labels),
+        "darkest": lambda: darkest_cluster(clusters.labels, image_lightness(image)),
+    }[rule]
+    return choose()
+
+
+def _overlay_case(
+    name: str, image: npt.NDArray[np.generic], labels: npt.NDArray[np.int64], k: int, physical: bool
+) -> OverlayCase:
+    masks = np.stack([labels == c for c in range(1, k + 1)])
+    shown = image.astype(np.float32) if image.shape[0] in (1, 3) else image[:1].astype(np.float32)
+    return OverlayCase(name=name, image=shown, prediction=masks, physical=physical)
+
+
+def _save_page(cases: list[OverlayCase], k: int, out_dir: Path, number: int) -> Path:
+    labels = ["cluster 1 (darkest)", *[f"cluster {c}" for c in range(2, k + 1)]]
+    (out_dir / "overlays").mkdir(exist_ok=True)
+    title = "clusters (filled; darkest first); unfilled: outside the field of view"
+    return save_overlays(cases, labels, out_dir / "overlays" / f"page_{number:02d}.png", title)
