@@ -14,6 +14,7 @@ Our defaults were chosen on the first 40 PH2 images by name (IMD002-IMD050); all
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import resource
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, require, write_result
+from _common import DATA, RESULTS, require, write_result
 from medssl.data.io import read_image, read_label, stem
 from medssl.labelfree.cluster_evaluation import score_clusters
 from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
@@ -150,6 +151,29 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+CASE_METRICS = ("cluster", "dice", "hd95", "xor", "hm", "area_ratio")
+
+
+def write_cases_csv(name: str, results: dict[str, Any]) -> Path:
+    """Move the per-image rows out of ``results`` into ``benchmarks/results/<name>_cases.csv`` (one row per
+    method, image and structure; a column per protocol and metric), keeping the JSON small."""
+    columns = [f"{p}_{m}" for p in PROTOCOLS for m in CASE_METRICS]
+    path = RESULTS / f"{name}_cases.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["method", "case", "structure", "seconds", "iterations", *columns])
+        for method, result in results.items():
+            for row in result.pop("cases"):
+                for structure, scores in row["scores"].items():
+                    values = [scores[p].get(m) for p in PROTOCOLS for m in CASE_METRICS]
+                    cells = ["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
+                    writer.writerow(
+                        [method, row["case"], structure, f"{row['seconds']:.3f}", row["iterations"], *cells]
+                    )
+    print(f"wrote {path}")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["ph2", "jsrt", "vessels"])
@@ -201,7 +225,9 @@ def main() -> None:
         "note": "area_ratio: selected cluster area / ground-truth area (spill when > 1)",
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
-    write_result(f"{'timing_' if args.timing else ''}labelfree_{args.dataset}", settings, results)
+    name = f"{'timing_' if args.timing else ''}labelfree_{args.dataset}"
+    settings["cases_csv"] = write_cases_csv(name, results).name
+    write_result(name, settings, results)
 
 
 if __name__ == "__main__":

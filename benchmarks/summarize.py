@@ -6,6 +6,7 @@ draw the time-to-Dice curves into docs/time_to_dice.png.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from typing import Any
@@ -118,6 +119,25 @@ def labelfree_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def labelfree_timing_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| data | method | images | threads | s per image mean / median / max | steps | peak RSS MB "
+        "| load average before / after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s = r["settings"]
+        load = s.get("load_average_1min_before_after", [None, None])
+        for name, res in r["results"].items():
+            t = res["summary"]["time"]
+            lines.append(
+                f"| {s['dataset']} | {name} | {res['n_cases']} | {s['threads']} | {_f(t['mean_s'], 2)} / "
+                f"{_f(t['median_s'], 2)} / {_f(t['max_s'], 2)} | {t['mean_iterations']:.1f} | "
+                f"{res['peak_rss_mb']:.0f} | {_f(load[0], 1)} / {_f(load[1], 1)} |"
+            )
+    return "\n".join(lines)
+
+
 def labelfree_ablation_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| variant | Dice best-cluster mean / median / min | selected / truth area (median) | images with area "
@@ -136,24 +156,38 @@ def labelfree_ablation_table(runs: list[dict[str, Any]]) -> str:
 
 def labelfree_plot(runs: list[dict[str, Any]]) -> None:
     """docs/labelfree_dice.png: per-image Dice of every method under each protocol, one panel per data set."""
-    runs = [r for r in runs if r["results"]]
-    if not runs:
+    panels: list[tuple[str, str, dict[str, list[dict[str, str]]]]] = []  # (data set, structure, method -> rows)
+    for r in runs:
+        if "cases_csv" not in r["settings"]:
+            continue
+        with (RESULTS / r["settings"]["cases_csv"]).open() as fh:
+            rows = list(csv.DictReader(fh))
+        for structure in dict.fromkeys(row["structure"] for row in rows):
+            by_method: dict[str, list[dict[str, str]]] = {}
+            for row in rows:
+                if row["structure"] == structure:
+                    by_method.setdefault(row["method"], []).append(row)
+            panels.append((r["settings"]["dataset"], structure, by_method))
+    if not panels:
         return
     protocols = ["best-cluster", "border", "darkest", "paper-code"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.2), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
-        names = list(r["results"])
-        structure = next(iter(r["results"][names[0]]["cases"][0]["scores"]))
-        width = 0.8 / len(protocols)
+    cols = min(len(panels), 2)
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(7 * cols, 4.2 * rows_n), squeeze=False)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
+    width = 0.8 / len(protocols)
+    for ax, (dataset, structure, by_method) in zip(axes.ravel(), panels, strict=False):
+        names = list(by_method)
         for p, protocol in enumerate(protocols):
-            data = [[c["scores"][structure][protocol]["dice"] for c in r["results"][n]["cases"]] for n in names]
+            data = [[float(row[f"{protocol}_dice"]) for row in by_method[n]] for n in names]
             positions = [i + (p - (len(protocols) - 1) / 2) * width for i in range(len(names))]
             box = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True, showfliers=False)
             for patch in box["boxes"]:
                 patch.set_facecolor(f"C{p}")
             ax.plot([], [], color=f"C{p}", lw=6, label=protocol)
-        ax.set_xticks(range(len(names)), [f"{n}\n({r['results'][n]['n_cases']} images)" for n in names], fontsize=7)
-        ax.set(ylabel=f"Dice ({structure})", ylim=(0, 1), title=f"{r['settings']['dataset']}: Dice per image")
+        ax.set_xticks(range(len(names)), [f"{n}\n({len(by_method[n])} images)" for n in names], fontsize=7)
+        ax.set(ylabel="Dice", ylim=(0, 1), title=f"{dataset} {structure}: Dice per image (box: quartiles)")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -194,6 +228,7 @@ def main() -> None:
     text = DOC.read_text()
     text = replace_block(text, "labelfree", labelfree_table(labelfree))
     labelfree_plot(labelfree)
+    text = replace_block(text, "labelfree-timing", labelfree_timing_table(_load("timing_labelfree_*.json")))
     text = replace_block(text, "labelfree-ablation", labelfree_ablation_table(_load("ablation_labelfree_*.json")))
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))

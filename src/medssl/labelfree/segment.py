@@ -12,7 +12,6 @@ Output folder:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from medssl.engine.run_folder import prepare_output_dir, progress_bar, save_json
 from medssl.errors import MedsslError
 from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
 from medssl.labelfree.kmeans import kmeans_segment
+from medssl.labelfree.preprocess import image_lightness
 from medssl.labelfree.protocols import border_cluster, darkest_cluster
 from medssl.labelfree.regions import ClusterResult
 from medssl.labelfree.s3 import s3_segment
@@ -139,13 +139,9 @@ def _record(name: str, clusters: ClusterResult) -> dict[str, Any]:
 
 
 def _select(rule: str, clusters: ClusterResult, image: npt.NDArray[np.generic]) -> int:
-    from medssl.labelfree.preprocess import image_lightness
-
-    choose: Callable[[], int] = {
-        "border": lambda: border_cluster(clusters.labels),
-        "darkest": lambda: darkest_cluster(clusters.labels, image_lightness(image)),
-    }[rule]
-    return choose()
+    if rule == "border":
+        return border_cluster(clusters.labels)
+    return darkest_cluster(clusters.labels, image_lightness(image))
 
 
 def _overlay_case(
