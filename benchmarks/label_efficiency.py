@@ -38,8 +38,9 @@ def main() -> None:
     parser.add_argument("--pretrain-batch-size", type=int, default=None, help="default: the plan's")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = require(DATA / DATASETS[args.dataset])
     out = args.out or ROOT / "benchmarks" / "work" / f"label_efficiency_{args.dataset}"
     config = out.parent / f"{out.name}.yaml"
