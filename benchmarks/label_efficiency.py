@@ -15,14 +15,51 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from _common import DATA, ROOT, require, write_result
 from medssl import api
 
-DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus"}
+DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus", "brats-flair": "brats2015"}
+# Per-dataset settings beside the command line's. BraTS has 6 cases: 2 test, 1 validation, 3 for pretraining and
+# fine-tuning (a sanity check, not a claim); its 240x240x155 volumes get 64^3 patches to keep CPU steps short.
+DATASET_SETTINGS: dict[str, dict[str, Any]] = {
+    "brats-flair": {"patch_size": [64, 64, 64], "finetune": {"test_fraction": 0.34, "val_fraction": 0.17}},
+}
+
+
+def brats_flair(source: Path, work: Path) -> Path:
+    """An nnU-Net-style copy of the BraTS subset with the FLAIR volume only and the whole tumour (labels 1-4) as
+    label 1; written once into ``work`` (git-ignored), the images linked rather than copied."""
+    import nibabel as nib
+    import numpy as np
+
+    cases = sorted(p for p in source.glob("*/*") if (p / "Flair_subtrMeanDivStd.nii.gz").is_file())
+    if not cases:
+        sys.exit(f"skipped: no BraTS case folders in {source}")
+    (work / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (work / "labelsTr").mkdir(exist_ok=True)
+    for case in cases:
+        image = work / "imagesTr" / f"{case.name}_0000.nii.gz"
+        if not image.exists():
+            image.symlink_to((case / "Flair_subtrMeanDivStd.nii.gz").resolve())
+        label = work / "labelsTr" / f"{case.name}.nii.gz"
+        if not label.exists():
+            multi = nib.load(case / "OTMultiClass.nii.gz")
+            tumour = (np.asarray(multi.dataobj) > 0).astype(np.uint8)
+            nib.save(nib.Nifti1Image(tumour, multi.affine, multi.header), label)
+    dataset = {
+        "channel_names": {"0": "FLAIR"},
+        "labels": {"background": 0, "whole_tumour": 1},
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+    }
+    (work / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return work
 
 
 def main() -> None:
@@ -42,13 +79,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = require(DATA / DATASETS[args.dataset])
+    if args.dataset == "brats-flair":
+        data = brats_flair(data, ROOT / "benchmarks" / "work" / "brats_flair_data")
+    extra = DATASET_SETTINGS.get(args.dataset, {})
     out = args.out or ROOT / "benchmarks" / "work" / f"label_efficiency_{args.dataset}"
     config = out.parent / f"{out.name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     pretrain = {"warmup_steps": 20}
     if args.pretrain_batch_size:
         pretrain["batch_size"] = args.pretrain_batch_size
-    config.write_text(json.dumps({"pretrain": pretrain, "finetune": {"val_interval": args.val_interval}}))
+    finetune = {"val_interval": args.val_interval, **extra.get("finetune", {})}
+    shared = {k: v for k, v in extra.items() if k != "finetune"}
+    config.write_text(json.dumps({**shared, "pretrain": pretrain, "finetune": finetune}))
     result = api.label_efficiency(
         data,
         out,

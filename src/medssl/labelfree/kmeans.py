@@ -12,7 +12,7 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from medssl.labelfree.config import KMeansConfig
+from medssl.labelfree.config import KMeansConfig, LabelFreeConfig
 from medssl.labelfree.preprocess import PreparedImage, prepare_image
 from medssl.labelfree.regions import ClusterResult, finish_clusters
 
@@ -86,6 +86,22 @@ def pixel_features(prepared: PreparedImage, position_weight: float) -> npt.NDArr
     return np.concatenate([features, position])
 
 
+def prepared_features(
+    image: npt.NDArray[np.generic], config: LabelFreeConfig
+) -> tuple[PreparedImage, npt.NDArray[np.float32]]:
+    """The working-size picture (``prepare_image`` with the config's settings) and its ``(F, h, w)`` pixel
+    features: the shared first step of every label-free method."""
+    prepared = prepare_image(
+        image,
+        size=config.size,
+        colour_space=config.colour_space,
+        detect_field_of_view=config.field_of_view,
+        hair_size=config.hair_size,
+        smooth_sigma=config.smooth_sigma,
+    )
+    return prepared, pixel_features(prepared, config.position_weight)
+
+
 def kmeans_segment(image: npt.NDArray[np.generic], config: KMeansConfig | None = None) -> ClusterResult:
     """Cluster a picture's pixels with k-means.
 
@@ -100,15 +116,7 @@ def kmeans_segment(image: npt.NDArray[np.generic], config: KMeansConfig | None =
     cfg = config or KMeansConfig()
     cfg.check()
     start = time.perf_counter()
-    prepared = prepare_image(
-        image,
-        size=cfg.size,
-        colour_space=cfg.colour_space,
-        detect_field_of_view=cfg.field_of_view,
-        hair_size=cfg.hair_size,
-        smooth_sigma=cfg.smooth_sigma,
-    )
-    features = pixel_features(prepared, cfg.position_weight)
+    prepared, features = prepared_features(image, cfg)
     assignment, _ = kmeans(
         features[:, prepared.valid].T, cfg.clusters, iterations=cfg.iterations, restarts=cfg.restarts, seed=cfg.seed
     )

@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from medssl.labelfree.config import S3Config
-from medssl.labelfree.kmeans import kmeans, pixel_features
-from medssl.labelfree.preprocess import prepare_image
+from medssl.labelfree.kmeans import kmeans, prepared_features
 from medssl.labelfree.regions import ClusterResult, finish_clusters
 from medssl.labelfree.s3_losses import (
     affine_consistency_loss,
@@ -112,15 +111,7 @@ def s3_segment(image: npt.NDArray[np.generic], config: S3Config | None = None) -
     cfg = config or S3Config()
     cfg.check()
     start = time.perf_counter()
-    prepared = prepare_image(
-        image,
-        size=cfg.size,
-        colour_space=cfg.colour_space,
-        detect_field_of_view=cfg.field_of_view,
-        hair_size=cfg.hair_size,
-        smooth_sigma=cfg.smooth_sigma,
-    )
-    features = pixel_features(prepared, cfg.position_weight)
+    prepared, features = prepared_features(image, cfg)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     x = standardise(features, prepared.valid)
