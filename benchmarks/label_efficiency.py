@@ -23,6 +23,8 @@ import torch
 
 from _common import DATA, ROOT, require, write_result
 from medssl import api
+from medssl.engine.experiment import ExperimentResult, run_name
+from medssl.engine.experiment_report import read_run, write_report
 
 DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus", "brats-flair": "brats2015"}
 # Per-dataset settings beside the command line's. BraTS has 6 cases: 2 test, 1 validation, 3 for pretraining and
@@ -62,6 +64,21 @@ def brats_flair(source: Path, work: Path) -> Path:
     return work
 
 
+def finished_runs(out: Path, methods: list[str], fractions: list[float], seeds: int) -> ExperimentResult:
+    """The report of the runs of the grid that have finished in ``out`` (the missing ones are left out)."""
+    if not (out / "split.json").is_file():
+        sys.exit(f"{out} holds no experiment to report on")
+    records = [
+        read_run(out / "finetune" / method / run_name(fraction, seed), method, fraction, seed)
+        for fraction in fractions
+        for seed in range(seeds)
+        for method in methods
+        if (out / "finetune" / method / run_name(fraction, seed) / "result.json").is_file()
+    ]
+    summary, files = write_report(records, out)
+    return ExperimentResult(out, records, summary, files)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
@@ -75,6 +92,11 @@ def main() -> None:
     parser.add_argument("--pretrain-batch-size", type=int, default=None, help="default: the plan's")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no training: the report of the runs that have finished (an interrupted grid's partial table)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,19 +113,22 @@ def main() -> None:
     finetune = {"val_interval": args.val_interval, **extra.get("finetune", {})}
     shared = {k: v for k, v in extra.items() if k != "finetune"}
     config.write_text(json.dumps({**shared, "pretrain": pretrain, "finetune": finetune}))
-    result = api.label_efficiency(
-        data,
-        out,
-        methods=args.methods.split(","),
-        fractions=[float(f) for f in args.fractions.split(",")],
-        seeds=args.seeds,
-        pretrain_steps=args.pretrain_steps,
-        finetune_steps=args.finetune_steps,
-        config=config,
-        precision=args.precision,
-        resume=args.resume,
-        quiet=True,
-    )
+    if args.report_only:
+        result = finished_runs(out, args.methods.split(","), [float(f) for f in args.fractions.split(",")], args.seeds)
+    else:
+        result = api.label_efficiency(
+            data,
+            out,
+            methods=args.methods.split(","),
+            fractions=[float(f) for f in args.fractions.split(",")],
+            seeds=args.seeds,
+            pretrain_steps=args.pretrain_steps,
+            finetune_steps=args.finetune_steps,
+            config=config,
+            precision=args.precision,
+            resume=args.resume,
+            quiet=True,
+        )
     pretraining = {}
     for method in args.methods.split(","):
         result_file = out / "pretrain" / method / "result.json"

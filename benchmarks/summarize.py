@@ -91,6 +91,43 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pgl_cost_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| patch | batch | encoder | threads | BYOL step (ms) | PGL step (ms) | alignment (ms) | alignment share of a "
+        "PGL step | PGL / BYOL | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s, v = r["settings"], r["results"]
+        lines.append(
+            f"| {'x'.join(map(str, s['patch']))} | {s['batch']} | U-Net encoder {'-'.join(map(str, s['channels']))} "
+            f"| {s['threads']} | {v['byol_step_ms']:.0f} | {v['pgl_step_ms']:.0f} | {v['alignment_ms']:.2f} | "
+            f"{v['alignment_share_of_pgl_step']:.1%} | {v['pgl_over_byol']:.2f} | {r['commit'][:8]} |"
+        )
+    return "\n".join(lines)
+
+
+def pgl_paper_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| device | patch | batch | precision | BYOL step (s) | PGL step (s) | peak memory | commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s, v = r["settings"], r["results"]
+        gpu = [v[m].get("peak_gpu_memory_gib") for m in ("byol", "pgl") if m in v]
+        memory = (
+            " / ".join(f"{g:.1f}" for g in gpu if g is not None) + " GiB GPU (BYOL / PGL)"
+            if any(g is not None for g in gpu)
+            else f"{v['peak_process_rss_gib']:.1f} GiB RSS (process)"
+        )
+        steps = [_f(v[m]["step_s_median"], 2) if m in v else "-" for m in ("byol", "pgl")]
+        lines.append(
+            f"| {s['device']} ({s['threads']} threads) | {'x'.join(map(str, s['patch']))} | {s['batch']} | "
+            f"{s['precision']} | {steps[0]} | {steps[1]} | {memory} | {r['commit'][:8]} |"
+        )
+    return "\n".join(lines)
+
+
 def _mean_median(stats: dict[str, Any], metric: str, digits: int = 3) -> str:
     return f"{_f(stats.get(metric), digits)} / {_f(stats.get(f'{metric}_median'), digits)}"
 
@@ -233,6 +270,8 @@ def main() -> None:
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))
     text = replace_block(text, "label_efficiency", label_efficiency_table(label_efficiency))
+    text = replace_block(text, "pgl-cost", pgl_cost_table(_load("pgl_cost.json")))
+    text = replace_block(text, "pgl-paper", pgl_paper_table(_load("pgl_paper_preset_*.json")))
     DOC.write_text(text)
     time_to_dice_plot(finetune)
     print(f"updated {DOC}")
