@@ -110,6 +110,14 @@ def test_refuses_other_dims_or_channels(tmp_path: Path) -> None:
     _refusal(_enc(), save_encoder(_enc(in_channels=2), tmp_path / "enc2ch.pt"), "in_channels=2")
 
 
+def test_refuses_another_architecture(tmp_path: Path) -> None:
+    from medssl.networks.resnet import ResNetEncoder
+
+    resnet = ResNetEncoder(2, 1, depths=(1, 1), widths=(4, 8), block="basic", output_stride=8)
+    msg = _refusal(_enc(), save_encoder(resnet, tmp_path / "resnet.pt"), "holds a ResNetEncoder")
+    assert "UNetEncoder" in msg
+
+
 def test_refuses_missing_tensors(tmp_path: Path) -> None:
     path = save_encoder(_enc(channels=(4, 8)), tmp_path / "shallow.pt")
     msg = _refusal(_enc(), path, "lacks")

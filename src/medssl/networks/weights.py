@@ -194,7 +194,15 @@ def _other_prefixes(sd: Mapping[str, Tensor], wanted: set[str]) -> list[str]:
 
 
 def _check_header(obj: dict[str, Any], encoder: Encoder, path: Path) -> None:
-    """Refuse an encoder file built for another dimensionality or input channel count, in plain words."""
+    """Refuse an encoder file built for another architecture, dimensionality or input channel count, in plain
+    words (e.g. PGL's ``--preset paper`` exports a ResNet-50, which cannot initialise a U-Net's encoder)."""
+    kind = obj.get("encoder")
+    if isinstance(kind, str) and kind != type(encoder).__name__:
+        raise MedsslError(
+            f"{path} holds a {kind}, but the model's encoder is a {type(encoder).__name__}; an encoder initialises "
+            "only a network built around the same kind of encoder (pretrain with the default preset for "
+            "`medssl finetune --init`)"
+        )
     for field in ("spatial_dims", "in_channels"):
         have, want = obj.get(field), getattr(encoder, field)
         if have is not None and have != want:
