@@ -75,7 +75,7 @@ def test_weights_round_trip(tmp_path: Path) -> None:
     fresh = ResNetEncoder(3, 1, **kwargs)  # type: ignore[arg-type]
     assert load_encoder(fresh, path) == len(enc.state_dict())
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in enc.state_dict().items())
-    with pytest.raises(MedsslError, match="matches the encoder"):
+    with pytest.raises(MedsslError, match="holds a ResNetEncoder"):
         load_encoder(UNetEncoder(3, 1, (4, 8)), path)
 
 
