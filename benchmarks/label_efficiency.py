@@ -100,27 +100,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = require(DATA / DATASETS[args.dataset])
-    if args.dataset == "brats-flair":
-        data = brats_flair(data, ROOT / "benchmarks" / "work" / "brats_flair_data")
-    extra = DATASET_SETTINGS.get(args.dataset, {})
+    methods = args.methods.split(",")
+    fractions = [float(f) for f in args.fractions.split(",")]
     out = args.out or ROOT / "benchmarks" / "work" / f"label_efficiency_{args.dataset}"
-    config = out.parent / f"{out.name}.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    pretrain = {"warmup_steps": 20}
-    if args.pretrain_batch_size:
-        pretrain["batch_size"] = args.pretrain_batch_size
-    finetune = {"val_interval": args.val_interval, **extra.get("finetune", {})}
-    shared = {k: v for k, v in extra.items() if k != "finetune"}
-    config.write_text(json.dumps({**shared, "pretrain": pretrain, "finetune": finetune}))
     if args.report_only:
-        result = finished_runs(out, args.methods.split(","), [float(f) for f in args.fractions.split(",")], args.seeds)
+        result = finished_runs(out, methods, fractions, args.seeds)
     else:
+        data = require(DATA / DATASETS[args.dataset])
+        if args.dataset == "brats-flair":
+            data = brats_flair(data, ROOT / "benchmarks" / "work" / "brats_flair_data")
+        extra = DATASET_SETTINGS.get(args.dataset, {})
+        config = out.parent / f"{out.name}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        pretrain = {"warmup_steps": 20}
+        if args.pretrain_batch_size:
+            pretrain["batch_size"] = args.pretrain_batch_size
+        finetune = {"val_interval": args.val_interval, **extra.get("finetune", {})}
+        shared = {k: v for k, v in extra.items() if k != "finetune"}
+        config.write_text(json.dumps({**shared, "pretrain": pretrain, "finetune": finetune}))
         result = api.label_efficiency(
             data,
             out,
-            methods=args.methods.split(","),
-            fractions=[float(f) for f in args.fractions.split(",")],
+            methods=methods,
+            fractions=fractions,
             seeds=args.seeds,
             pretrain_steps=args.pretrain_steps,
             finetune_steps=args.finetune_steps,
@@ -130,7 +132,7 @@ def main() -> None:
             quiet=True,
         )
     pretraining = {}
-    for method in args.methods.split(","):
+    for method in methods:
         result_file = out / "pretrain" / method / "result.json"
         if result_file.is_file():
             pre = json.loads(result_file.read_text())
