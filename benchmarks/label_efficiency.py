@@ -2,7 +2,8 @@
 x seeds on one seeded split, scored on the same held-out test cases.
 
 The experiment folder is kept (default ``benchmarks/work/label_efficiency_<dataset>``, git-ignored) so that an
-interrupted or extended run continues with ``--resume`` (methods, fractions and seeds may be added). Usage:
+interrupted or extended run continues with ``--resume`` (methods, fractions and seeds may be added). The result
+file and figure are named after the folder (``benchmarks/results/<folder>.json``, ``docs/<folder>.png``). Usage:
 
     python benchmarks/label_efficiency.py --dataset hippocampus --methods random,autoencoder,vae \\
         --fractions 0.1,1.0 --seeds 3 --pretrain-steps 500 --finetune-steps 300
@@ -140,7 +141,7 @@ def main() -> None:
     split = json.loads((out / "split.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     write_result(
-        f"label_efficiency_{args.dataset}",
+        out.name,
         settings={
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "patch_size": plan["patch_size"],
@@ -157,7 +158,7 @@ def main() -> None:
             "pretraining": pretraining,
         },
     )
-    shutil.copyfile(out / "label_efficiency.png", ROOT / "docs" / f"label_efficiency_{args.dataset}.png")
+    shutil.copyfile(out / "label_efficiency.png", ROOT / "docs" / f"{out.name}.png")
     for row in result.summary:
         diff = row["diff_vs_random"]
         print(
