@@ -17,12 +17,13 @@ import argparse
 import json
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from _common import DATA, ROOT, require, write_result
+from _common import DATA, RESULTS, ROOT, git_commit, require, write_result
 from medssl import api
 from medssl.engine.experiment import ExperimentResult, run_name
 from medssl.engine.experiment_report import read_run, write_report
@@ -96,7 +97,8 @@ def main() -> None:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="no training: the report of the runs that have finished (an interrupted grid's partial table)",
+        help="no training: the report of the runs that have finished (an interrupted grid's partial table); an "
+        "existing result file keeps its run's commit, date and settings and gets the recomputed summary",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     args = parser.parse_args()
@@ -132,6 +134,19 @@ def main() -> None:
             resume=args.resume,
             quiet=True,
         )
+    existing = RESULTS / f"{out.name}.json"
+    if args.report_only and existing.is_file():
+        # Recompute the statistics of the runs behind an existing result (e.g. after a new statistic was added),
+        # keeping the commit, date and settings of the run that produced them.
+        payload = json.loads(existing.read_text())
+        payload["results"]["summary"] = result.summary
+        payload["summary_recomputed"] = {
+            "commit": git_commit(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        existing.write_text(json.dumps(payload, indent=2))
+        print(f"updated the summary of {existing}")
+        return
     pretraining = {}
     for method in methods:
         result_file = out / "pretrain" / method / "result.json"
@@ -163,7 +178,8 @@ def main() -> None:
         diff = row["diff_vs_random"]
         print(
             f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f} ± {row['std_dice']:.4f}"
-            + ("" if diff is None else f"  vs random {100 * diff:+.2f} pt (p={row['p_wilcoxon']:.3g})")
+            + ("" if diff is None else f"  vs random {100 * diff:+.2f} pt")
+            + ("" if row["p_seeds"] is None else f" (p seeds {row['p_seeds']:.3g}, p cases {row['p_wilcoxon']:.3g})")
         )
 
 

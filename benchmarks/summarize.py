@@ -70,9 +70,9 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
 
 def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | labels | method | seeds | test Dice mean ± std | vs random, paired (pt) | Wilcoxon p | wins "
-        "| pretrain steps / fine-tune steps | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | labels | method | seeds | test Dice mean ± std | vs random, paired (pt) | p, seeds (t) "
+        "| p, cases (Wilcoxon) | wins | pretrain steps / fine-tune steps | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = r["settings"]
@@ -81,11 +81,12 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
             diff = row["diff_vs_random"]
             paired = "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f}"
             p_value = "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.2g}"
+            p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
             wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"
             lines.append(
                 f"| {s['dataset']} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
                 f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f} | {paired} | "
-                f"{p_value} | {wins} | "
+                f"{p_seeds} | {p_value} | {wins} | "
                 f"{s['pretrain_steps']} / {s['finetune_steps']} | {r['commit'][:8]} |"
             )
     return "\n".join(lines)

@@ -271,7 +271,7 @@ def label_efficiency(
         quiet=quiet,
     )
     table = Table(title=f"test Dice, {out}")
-    for column in ("method", "labels", "seeds", "mean ± std", "vs random", "p (Wilcoxon)", "wins"):
+    for column in ("method", "labels", "seeds", "mean ± std", "vs random", "p (seeds)", "p (cases)", "wins"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in result.summary:
         diff = row["diff_vs_random"]
@@ -281,6 +281,7 @@ def label_efficiency(
             str(row["n_seeds"]),
             f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f}",
             "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f} pt",
+            "-" if row["p_seeds"] is None else f"{row['p_seeds']:.3g}",
             "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}",
             "-" if row["wins"] is None else f"{100 * row['wins']:.0f}%",
         )

@@ -141,7 +141,22 @@ def test_summary_statistics_against_hand_computation() -> None:
     # Case pairs: +0.2, +0.1, -0.1, +0.3 -> 3 of 4 better.
     assert rows["simclr"]["wins"] == pytest.approx(0.75) and rows["simclr"]["n_pairs"] == 4
     assert 0 < rows["simclr"]["p_wilcoxon"] <= 1
-    assert rows["random"]["diff_vs_random"] is None
+    # Paired t over seeds: t = 0.125 / (sd / sqrt 2) = 5, 1 degree of freedom (a Cauchy law): p = 1 - 2 atan(t) / pi.
+    t = 0.125 / (np.std([0.15, 0.10], ddof=1) / np.sqrt(2))
+    assert rows["simclr"]["p_seeds"] == pytest.approx(1 - 2 * np.arctan(t) / np.pi)
+    assert rows["random"]["diff_vs_random"] is None and rows["random"]["p_seeds"] is None
+
+
+def test_seed_level_p_value_needs_two_seeds_and_spread() -> None:
+    def record(method: str, seed: int, value: float) -> RunRecord:
+        return RunRecord(method, 0.1, seed, value, {"a": value}, {"x": value}, 1.0, 1)
+
+    one_seed = summarize_runs([record("random", 0, 0.5), record("ae", 0, 0.6)])
+    assert one_seed[1]["p_seeds"] is None
+    equal = summarize_runs([record("random", s, 0.5) for s in range(2)] + [record("ae", s, 0.5) for s in range(2)])
+    assert equal[1]["p_seeds"] == 1.0
+    same_gain = summarize_runs([record("random", s, 0.5) for s in range(2)] + [record("ae", s, 0.6) for s in range(2)])
+    assert same_gain[1]["p_seeds"] is None
 
 
 def test_cli_bad_fraction_list_is_one_error(tmp_path: Path, paired_2d: Path) -> None:

@@ -5,8 +5,12 @@ Statistics, per method and label fraction:
   structures of the per-structure means over test cases);
 - ``diff_vs_random``: the paired difference to random initialisation with the same seed (same labelled subset,
   same decoder initialisation), averaged over seeds, with its standard deviation;
+- ``p_seeds``: two-sided paired t-test of the per-seed differences (None below 2 seeds). The run is the unit of
+  randomness (initialisation, labelled subset, batch order), so this is the p-value to read when runs differ a
+  lot, e.g. when a small structure is learned in one run and not in another;
 - ``p_wilcoxon``: Wilcoxon signed-rank test over every (seed, test case) pair of per-case mean Dice, the two
-  methods scored on the same cases; ``wins``: share of those pairs where the method is better.
+  methods scored on the same cases. The cases of one run share its network, so with few seeds this p-value
+  overstates the certainty of a difference between runs; ``wins``: share of those pairs where the method is better.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def read_run(run: Path, method: str, fraction: float, seed: int) -> RunRecord:
 
 def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list[dict[str, Any]]:
     """One row per (method, fraction), in the order methods and fractions first appear (see module docstring)."""
-    from scipy.stats import wilcoxon
+    from scipy.stats import ttest_1samp, wilcoxon
 
     groups: dict[tuple[str, float], dict[int, RunRecord]] = {}
     for r in records:
@@ -108,6 +112,7 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
             "mean_train_seconds": float(np.mean([r.train_seconds for r in by_seed.values()])),
             "diff_vs_random": None,
             "diff_std": None,
+            "p_seeds": None,
             "p_wilcoxon": None,
             "wins": None,
             "n_pairs": 0,
@@ -126,6 +131,10 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
             if len(diffs):
                 row["diff_vs_random"] = float(diffs.mean())
                 row["diff_std"] = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+            if len(diffs) > 1:
+                # Identical differences have no spread: the t statistic is undefined unless they are all zero.
+                spread = bool(np.ptp(diffs) > 0)
+                row["p_seeds"] = float(ttest_1samp(diffs, 0.0).pvalue) if spread else (1.0 if diffs[0] == 0 else None)
             if len(pairs):
                 row["n_pairs"] = len(pairs)
                 row["wins"] = float((pairs > 0).mean())
