@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from _common import DATA, RESULTS, ROOT, git_commit, require, write_result
 from medssl import api
@@ -66,19 +67,26 @@ def brats_flair(source: Path, work: Path) -> Path:
     return work
 
 
+def grid(methods: list[str], fractions: list[float], seeds: int) -> list[tuple[str, float, int]]:
+    """The runs of a grid, in the order the experiment trains them."""
+    return [(method, fraction, seed) for fraction in fractions for seed in range(seeds) for method in methods]
+
+
 def finished_runs(out: Path, methods: list[str], fractions: list[float], seeds: int) -> ExperimentResult:
     """The report of the runs of the grid that have finished in ``out`` (the missing ones are left out)."""
     if not (out / "split.json").is_file():
         sys.exit(f"{out} holds no experiment to report on")
     records = [
         read_run(out / "finetune" / method / run_name(fraction, seed), method, fraction, seed)
-        for fraction in fractions
-        for seed in range(seeds)
-        for method in methods
+        for method, fraction, seed in grid(methods, fractions, seeds)
         if (out / "finetune" / method / run_name(fraction, seed) / "result.json").is_file()
     ]
     summary, files = write_report(records, out)
     return ExperimentResult(out, records, summary, files)
+
+
+def run_keys(runs: list[dict[str, Any]]) -> set[tuple[str, float, int]]:
+    return {(r["method"], r["fraction"], r["seed"]) for r in runs}
 
 
 def main() -> None:
@@ -135,18 +143,31 @@ def main() -> None:
             quiet=True,
         )
     existing = RESULTS / f"{out.name}.json"
+    runs = [{k: v for k, v in vars(r).items() if k != "case_dice"} for r in result.runs]
     if args.report_only and existing.is_file():
-        # Recompute the statistics of the runs behind an existing result (e.g. after a new statistic was added),
-        # keeping the commit, date and settings of the run that produced them.
         payload = json.loads(existing.read_text())
-        payload["results"]["summary"] = result.summary
-        payload["summary_recomputed"] = {
-            "commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        existing.write_text(json.dumps(payload, indent=2))
-        print(f"updated the summary of {existing}")
-        return
+        if run_keys(payload["results"]["runs"]) == run_keys(runs):
+            # The same runs (e.g. a new statistic was added): recompute the statistics, keeping the commit, date
+            # and settings of the run that produced them.
+            payload["results"]["summary"] = result.summary
+            payload["summary_recomputed"] = {
+                "commit": git_commit(),
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            existing.write_text(json.dumps(payload, indent=2))
+            print(f"updated the summary of {existing}")
+            return
+    settings: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    if args.report_only:
+        # A partial grid (interrupted, or extended and not finished): the settings its runs were made with are
+        # the experiment folder's, not this command line's; the runs still to do are listed.
+        settings.update(yaml.safe_load((out / "experiment.yaml").read_text()))
+        done = run_keys(runs)
+        settings["missing_runs"] = [
+            {"method": m, "fraction": f, "seed": k}
+            for m, f, k in grid(methods, fractions, args.seeds)
+            if (m, f, k) not in done
+        ]
     pretraining = {}
     for method in methods:
         result_file = out / "pretrain" / method / "result.json"
@@ -158,7 +179,7 @@ def main() -> None:
     write_result(
         out.name,
         settings={
-            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            **settings,
             "patch_size": plan["patch_size"],
             "channels": plan["channels"],
             "batch_size": plan["batch_size"],
@@ -169,7 +190,7 @@ def main() -> None:
         },
         results={
             "summary": result.summary,
-            "runs": [{k: v for k, v in vars(r).items() if k != "case_dice"} for r in result.runs],
+            "runs": runs,
             "pretraining": pretraining,
         },
     )

@@ -76,6 +76,8 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
     ]
     for r in runs:
         s = r["settings"]
+        # A partial grid (see label_efficiency.py --report-only) says so in every row.
+        dataset = s["dataset"] + (" (partial grid)" if s.get("missing_runs") else "")
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
@@ -84,7 +86,7 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
             p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
             wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"
             lines.append(
-                f"| {s['dataset']} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
+                f"| {dataset} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
                 f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f} | {paired} | "
                 f"{p_seeds} | {p_value} | {wins} | "
                 f"{s['pretrain_steps']} / {s['finetune_steps']} | {r['commit'][:8]} |"
