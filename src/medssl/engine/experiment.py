@@ -115,7 +115,6 @@ def run_label_efficiency(
     check_experiment_config(cfg)
     if resume and (Path(out) / "experiment.yaml").is_file():
         _check_same_settings(Path(out), cfg)
-    root = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     ft_cfg = _finetune_config(cfg)
     ids = sorted(c.case_id for c in labelled_index(data).cases)
     split = make_split(
@@ -123,6 +122,8 @@ def run_label_efficiency(
     )
     if not split["test"]:
         raise MedsslError("the split has no test case; raise test_fraction in the finetune options or add cases")
+    # Only now, with the data and the split checked: a user error must not wipe what --overwrite replaces.
+    root = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     save_config(cfg, root / "experiment.yaml")
     save_split(split, root / "split.json")
     plan = _shared_plan(data, split["train"], cfg, dims, root / "plan.json", quiet)

@@ -100,11 +100,10 @@ def run_finetune(
         split_file: a JSON split (``train_labelled``, ``val``, ``test`` case lists) instead of the seeded one.
         quiet: no progress bars.
     """
-    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     main = is_main_process()
     index = labelled_index(data)
     ids = {c.case_id for c in index.cases}
-    split_path = run / "split.json"
+    split_path = Path(out) / "split.json"
     if resume and split_path.is_file():
         split = load_split(split_path, ids)
     elif split_file is not None:
@@ -120,6 +119,8 @@ def run_finetune(
         )
     if not split["val"]:
         raise MedsslError("the split has no validation case; raise val_fraction or add cases")
+    # Only now, with the data and the split checked: a user error must not wipe the run --overwrite replaces.
+    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     by_id = {c.case_id: c for c in index.cases}
     progress = progress_bar(quiet or not main)
 

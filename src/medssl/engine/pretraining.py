@@ -171,7 +171,6 @@ def run_pretrain(
         raise MedsslError(f"max_steps must be at least 1, not {max_steps}")
     if schedule not in SCHEDULES:
         raise MedsslError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
     main = is_main_process()
     progress = progress_bar(quiet or not main)
     index = discover(data)
@@ -183,6 +182,8 @@ def run_pretrain(
             raise MedsslError(f"{len(missing)} requested case(s) not in {data}: {', '.join(missing[:10])}")
         found = [c for c in found if c.case_id in wanted]
     loaded = [LoadedCase(c.case_id, *load_image_channels(c.images)) for c in progress(found, "loading images")]
+    # Only now, with the data read: a typo in --data must not wipe the run that --overwrite would replace.
+    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
 
     plan_path = run / "plan.json"
     if resume and plan_path.is_file():
