@@ -255,6 +255,29 @@ def time_to_dice_plot(runs: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def encoder_transfer_table(runs: list[dict[str, Any]], fraction: float = 0.1) -> str:
+    lines = [
+        "| experiment | encoder start | pretraining: change per stage, % of the start's norm | fine-tuning at "
+        f"{fraction:.0%}: change per stage, % (runs) | fine-tuning: cos(end, start), deepest stage | "
+        "cos(end, unused init), largest magnitude | commit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        v = r["results"]
+        tuned = {row["method"]: row for row in v["finetuning"] if row["fraction"] == fraction}
+        for method, row in tuned.items():
+            pre = v["pretraining"].get(method)
+            pre_text = "-" if pre is None else " / ".join(f"{100 * x:.0f}" for x in pre["relative_change"])
+            start = "random init" if pre is None else f"{method} (pretraining seed {pre['seed']})"
+            lines.append(
+                f"| {r['settings']['experiment']} | {start} | {pre_text} | "
+                + " / ".join(f"{100 * x:.0f}" for x in row["relative_change"])
+                + f" ({row['n_runs']}) | {row['cos_start'][-1]:.3f} | {max(row['cos_control']):.3f} | "
+                f"{r['commit'][:8]} |"
+            )
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, table: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
@@ -273,6 +296,7 @@ def main() -> None:
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))
     text = replace_block(text, "label_efficiency", label_efficiency_table(label_efficiency))
+    text = replace_block(text, "encoder-transfer", encoder_transfer_table(_load("encoder_transfer_*.json")))
     text = replace_block(text, "pgl-cost", pgl_cost_table(_load("pgl_cost.json")))
     text = replace_block(text, "pgl-paper", pgl_paper_table(_load("pgl_paper_preset_*.json")))
     DOC.write_text(text)
