@@ -81,13 +81,19 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
-            paired = "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f}"
+            # One seed has no spread: show none rather than a standard deviation of 0.
+            spread = f" ± {row['std_dice']:.4f}" if row["n_seeds"] > 1 else ""
+            paired = (
+                "-"
+                if diff is None
+                else f"{100 * diff:+.2f}" + (f" ± {100 * row['diff_std']:.2f}" if row["n_seeds"] > 1 else "")
+            )
             p_value = "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.2g}"
             p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
             wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"
             lines.append(
                 f"| {dataset} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
-                f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f} | {paired} | "
+                f"{row['mean_dice']:.4f}{spread} | {paired} | "
                 f"{p_seeds} | {p_value} | {wins} | "
                 f"{s['pretrain_steps']} / {s['finetune_steps']} | {r['commit'][:8]} |"
             )
