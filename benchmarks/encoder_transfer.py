@@ -95,35 +95,40 @@ def main() -> None:
     root = require(args.experiment)
 
     pretrained: dict[str, Weights] = {}
+    starts: dict[str, Weights] = {}
     pretraining: dict[str, dict[str, Any]] = {}
     for encoder_file in sorted((root / "pretrain").glob("*/encoder.pt")):
         method = encoder_file.parent.name
         pretrained[method] = stage_weights(load_checkpoint_file(encoder_file)["state_dict"])
-        start = pretrain_start(encoder_file.parent)
+        starts[method] = pretrain_start(encoder_file.parent)
         seed = json.loads((encoder_file.parent / "command.json").read_text())["seed"]
-        pretraining[method] = {"seed": seed, **movement(pretrained[method], start)}
+        pretraining[method] = {"seed": seed, **movement(pretrained[method], starts[method])}
         print(f"pretraining {method:12s} cos(end, start) {pretraining[method]['cos_start']}")
         print(f"{'':24s}|end - start| / |start| {pretraining[method]['relative_change']}")
 
     runs = []
     same_start: dict[str, bool] = {}
+    controls: dict[str, Weights] = {}  # by plan: the runs of one experiment share it
     for last in sorted((root / "finetune").glob("*/*/checkpoints/last.ckpt")):
         run = last.parents[1]
         match = re.fullmatch(r"frac([\d.]+)_seed(\d+)", run.name)
         if match is None or not (run / "result.json").is_file():
             continue  # not a finished run
         method, fraction, seed = run.parent.name, float(match.group(1)), int(match.group(2))
+        plan_text = (run / "plan.json").read_text()
         plan = Plan.load(run / "plan.json")
         end = stage_weights(load_checkpoint_file(last)["state_dict"], "model.encoder.")
         if method == RANDOM:
             start = finetune_start(plan, seed)
             for name, info in pretraining.items():
                 if info["seed"] == seed:
-                    pre = pretrain_start(root / "pretrain" / name)
+                    pre = starts[name]
                     same_start[f"{name} / random seed {seed}"] = all(torch.equal(pre[s], start[s]) for s in pre)
         else:
             start = pretrained[method]
-        control = finetune_start(plan, UNUSED_SEED)
+        if plan_text not in controls:
+            controls[plan_text] = finetune_start(plan, UNUSED_SEED)
+        control = controls[plan_text]
         runs.append(
             {
                 "method": method,
