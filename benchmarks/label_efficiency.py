@@ -198,7 +198,8 @@ def main() -> None:
     for row in result.summary:
         diff = row["diff_vs_random"]
         print(
-            f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f} ± {row['std_dice']:.4f}"
+            f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f}"
+            + ("" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}")
             + ("" if diff is None else f"  vs random {100 * diff:+.2f} pt")
             + ("" if row["p_seeds"] is None else f" (p seeds {row['p_seeds']:.3g}, p cases {row['p_wilcoxon']:.3g})")
         )

@@ -279,8 +279,10 @@ def label_efficiency(
             row["method"],
             f"{100 * row['fraction']:g}%",
             str(row["n_seeds"]),
-            f"{row['mean_dice']:.4f} ± {row['std_dice']:.4f}",
-            "-" if diff is None else f"{100 * diff:+.2f} ± {100 * row['diff_std']:.2f} pt",
+            f"{row['mean_dice']:.4f}" + ("" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}"),
+            "-"
+            if diff is None
+            else f"{100 * diff:+.2f}" + ("" if row["diff_std"] is None else f" ± {100 * row['diff_std']:.2f}") + " pt",
             "-" if row["p_seeds"] is None else f"{row['p_seeds']:.3g}",
             "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}",
             "-" if row["wins"] is None else f"{100 * row['wins']:.0f}%",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from medssl import api
-from medssl.engine.experiment_report import RunRecord, summarize_runs
+from medssl.engine.experiment_report import RunRecord, summarize_runs, write_report
 from medssl.errors import MedsslError
 
 FAST: dict[str, Any] = {
@@ -153,10 +153,22 @@ def test_seed_level_p_value_needs_two_seeds_and_spread() -> None:
 
     one_seed = summarize_runs([record("random", 0, 0.5), record("ae", 0, 0.6)])
     assert one_seed[1]["p_seeds"] is None
+    # One seed has no spread: reported as missing, not as a standard deviation of zero.
+    assert one_seed[0]["std_dice"] is None and one_seed[1]["diff_std"] is None
+    assert one_seed[1]["diff_vs_random"] == pytest.approx(0.1)
+
     equal = summarize_runs([record("random", s, 0.5) for s in range(2)] + [record("ae", s, 0.5) for s in range(2)])
     assert equal[1]["p_seeds"] == 1.0
     same_gain = summarize_runs([record("random", s, 0.5) for s in range(2)] + [record("ae", s, 0.6) for s in range(2)])
     assert same_gain[1]["p_seeds"] is None
+
+
+def test_one_seed_report_and_plot(tmp_path: Path) -> None:
+    records = [RunRecord(m, f, 0, 0.5, {"a": 0.5}, {"x": 0.5}, 1.0, 1) for m in ("random", "ae") for f in (0.1, 1.0)]
+    summary, files = write_report(records, tmp_path)
+    assert all(row["std_dice"] is None for row in summary)
+    assert Path(files["figure"]).stat().st_size > 0
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["std_dice"] is None
 
 
 def test_cli_bad_fraction_list_is_one_error(tmp_path: Path, paired_2d: Path) -> None:

@@ -2,7 +2,8 @@
 
 Statistics, per method and label fraction:
 - ``mean_dice`` / ``std_dice``: mean and sample standard deviation over seeds of each run's test Dice (the mean over
-  structures of the per-structure means over test cases);
+  structures of the per-structure means over test cases); the standard deviations are None for a single seed,
+  which has no spread to report;
 - ``diff_vs_random``: the paired difference to random initialisation with the same seed (same labelled subset,
   same decoder initialisation), averaged over seeds, with its standard deviation;
 - ``p_seeds``: two-sided paired t-test of the per-seed differences (None below 2 seeds). The run is the unit of
@@ -104,7 +105,7 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
             "fraction": fraction,
             "n_seeds": len(by_seed),
             "mean_dice": float(values.mean()),
-            "std_dice": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "std_dice": _sample_std(values),
             **{
                 f"dice_{label}": float(np.mean([r.dice[label] for r in by_seed.values() if label in r.dice]))
                 for label in labels
@@ -130,7 +131,7 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
             )
             if len(diffs):
                 row["diff_vs_random"] = float(diffs.mean())
-                row["diff_std"] = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+                row["diff_std"] = _sample_std(diffs)
             if len(diffs) > 1:
                 # Identical differences have no spread: the t statistic is undefined unless they are all zero.
                 spread = bool(np.ptp(diffs) > 0)
@@ -141,6 +142,10 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
                 row["p_wilcoxon"] = float(wilcoxon(pairs).pvalue) if np.any(pairs != 0) else 1.0
         rows.append(row)
     return rows
+
+
+def _sample_std(values: np.ndarray) -> float | None:
+    return float(values.std(ddof=1)) if len(values) > 1 else None
 
 
 def write_report(records: Sequence[RunRecord], out: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -169,7 +174,7 @@ def plot_label_efficiency(summary: Sequence[dict[str, Any]], out_png: Path) -> P
         axes[0][0].errorbar(
             x,
             [r["mean_dice"] for r in rows],
-            yerr=[r["std_dice"] for r in rows],
+            yerr=[r["std_dice"] or 0.0 for r in rows],
             marker="o",
             capsize=3,
             label=method,
@@ -181,7 +186,7 @@ def plot_label_efficiency(summary: Sequence[dict[str, Any]], out_png: Path) -> P
             axes[0][1].errorbar(
                 xp,
                 [100 * r["diff_vs_random"] for r in paired],
-                yerr=[100 * r["diff_std"] for r in paired],
+                yerr=[100 * (r["diff_std"] or 0.0) for r in paired],
                 marker="o",
                 capsize=3,
                 color=f"C{k}",
