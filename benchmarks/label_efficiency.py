@@ -14,6 +14,7 @@ file and figure are named after the folder (``benchmarks/results/<folder>.json``
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
@@ -28,6 +29,7 @@ from _common import DATA, RESULTS, ROOT, git_commit, require, write_result
 from medssl import api
 from medssl.engine.experiment import ExperimentResult, run_name
 from medssl.engine.experiment_report import read_run, write_report
+from medssl.engine.run_folder import metric_logs
 
 DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus", "brats-flair": "brats2015"}
 # Per-dataset settings beside the command line's. BraTS has 6 cases: 2 test, 1 validation, 3 for pretraining and
@@ -83,6 +85,32 @@ def finished_runs(out: Path, methods: list[str], fractions: list[float], seeds: 
     ]
     summary, files = write_report(records, out)
     return ExperimentResult(out, records, summary, files)
+
+
+def pretraining_record(run: Path) -> dict[str, Any]:
+    """Steps, time and loss of a pretraining run. One step's loss at a small batch is noise, so the loss is also given as
+    the mean of the logged values over the first and the last tenth of the steps."""
+    pre = json.loads((run / "result.json").read_text())
+    record = {k: pre.get(k) for k in ("global_step", "final_loss", "train_seconds")}
+    logged = [
+        (int(row["step"]), float(row["train_loss"]))
+        for log in metric_logs(run)
+        if log.is_file()
+        for row in csv.DictReader(log.open())
+        if row.get("train_loss")
+    ]
+    steps = int(pre.get("global_step") or 0)
+    first = [v for k, v in logged if k < steps / 10]
+    last = [v for k, v in logged if k >= steps - steps / 10]
+    record["loss_first_tenth"] = sum(first) / len(first) if first else None
+    record["loss_last_tenth"] = sum(last) / len(last) if last else None
+    return record
+
+
+def pretraining_records(out: Path, methods: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        m: pretraining_record(out / "pretrain" / m) for m in methods if (out / "pretrain" / m / "result.json").is_file()
+    }
 
 
 def run_keys(runs: list[dict[str, Any]]) -> set[tuple[str, float, int]]:
@@ -150,6 +178,7 @@ def main() -> None:
             # The same runs (e.g. a new statistic was added): recompute the statistics, keeping the commit, date
             # and settings of the run that produced them.
             payload["results"]["summary"] = result.summary
+            payload["results"]["pretraining"] = pretraining_records(out, methods)
             payload["summary_recomputed"] = {
                 "commit": git_commit(),
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -168,12 +197,7 @@ def main() -> None:
             for m, f, k in grid(methods, fractions, args.seeds)
             if (m, f, k) not in done
         ]
-    pretraining = {}
-    for method in methods:
-        result_file = out / "pretrain" / method / "result.json"
-        if result_file.is_file():
-            pre = json.loads(result_file.read_text())
-            pretraining[method] = {k: pre.get(k) for k in ("global_step", "final_loss", "train_seconds")}
+    pretraining = pretraining_records(out, methods)
     split = json.loads((out / "split.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     write_result(
