@@ -81,12 +81,12 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
-            # One seed has no spread: show none rather than a standard deviation of 0.
-            spread = f" ± {row['std_dice']:.4f}" if row["n_seeds"] > 1 else ""
+            # One seed has no spread (None): no "±".
+            spread = "" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}"
             paired = (
                 "-"
                 if diff is None
-                else f"{100 * diff:+.2f}" + (f" ± {100 * row['diff_std']:.2f}" if row["n_seeds"] > 1 else "")
+                else f"{100 * diff:+.2f}" + ("" if row["diff_std"] is None else f" ± {100 * row['diff_std']:.2f}")
             )
             p_value = "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.2g}"
             p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
@@ -261,6 +261,27 @@ def time_to_dice_plot(runs: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def pretraining_loss_table(runs: list[dict[str, Any]]) -> str:
+    """The pretraining runs of the label-efficiency experiments; one row per run (experiments that share a
+    pretraining run, e.g. a longer fine-tuning on the same encoders, list it once)."""
+    lines = [
+        "| experiment | method | steps | loss, first tenth of the steps | loss, last tenth | minutes | commit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for r in runs:
+        for method, pre in r["results"].get("pretraining", {}).items():
+            key = (r["settings"]["dataset"], method, pre["global_step"], pre["train_seconds"])
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(
+                f"| {r['benchmark']} | {method} | {pre['global_step']} | {_f(pre.get('loss_first_tenth'), 4)} | "
+                f"{_f(pre.get('loss_last_tenth'), 4)} | {pre['train_seconds'] / 60:.1f} | {r['commit'][:8]} |"
+            )
+    return "\n".join(lines)
+
+
 def encoder_transfer_table(runs: list[dict[str, Any]], fraction: float = 0.1) -> str:
     lines = [
         "| experiment | encoder start | pretraining: change per stage, % of the start's norm | fine-tuning at "
@@ -302,6 +323,7 @@ def main() -> None:
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))
     text = replace_block(text, "label_efficiency", label_efficiency_table(label_efficiency))
+    text = replace_block(text, "pretraining-loss", pretraining_loss_table(label_efficiency))
     text = replace_block(text, "encoder-transfer", encoder_transfer_table(_load("encoder_transfer_*.json")))
     text = replace_block(text, "pgl-cost", pgl_cost_table(_load("pgl_cost.json")))
     text = replace_block(text, "pgl-paper", pgl_paper_table(_load("pgl_paper_preset_*.json")))
