@@ -70,14 +70,16 @@ def speed_table(runs: list[dict[str, Any]]) -> str:
 
 def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | labels | method | seeds | test Dice mean ± std | vs random, paired (pt) | p, seeds (t) "
+        "| experiment | labels | method | seeds | test Dice mean ± std | vs random, paired (pt) | p, seeds (t) "
         "| p, cases (Wilcoxon) | wins | pretrain steps / fine-tune steps | commit |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = r["settings"]
         # A partial grid (see label_efficiency.py --report-only) says so in every row.
-        dataset = s["dataset"] + (" (partial grid)" if s.get("missing_runs") else "")
+        # The experiment folder's name without the common prefix: the dataset, and what differs (e.g. jsrt_ft600).
+        name = r["benchmark"].removeprefix("label_efficiency_")
+        dataset = name + (" (partial grid)" if s.get("missing_runs") else "")
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
