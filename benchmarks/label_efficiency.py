@@ -88,8 +88,8 @@ def finished_runs(out: Path, methods: list[str], fractions: list[float], seeds: 
 
 
 def pretraining_record(run: Path) -> dict[str, Any]:
-    """Steps, time and loss of a pretraining run. One step's loss at a small batch is noise, so the loss is also given as
-    the mean of the logged values over the first and the last tenth of the steps."""
+    """Steps, time and loss of a pretraining run. One step's loss at a small batch is noise, so the loss is also
+    given as the mean of the logged values over the first and the last tenth of the steps."""
     pre = json.loads((run / "result.json").read_text())
     record = {k: pre.get(k) for k in ("global_step", "final_loss", "train_seconds")}
     logged = [
