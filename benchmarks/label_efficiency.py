@@ -96,7 +96,7 @@ def pretraining_record(run: Path) -> dict[str, Any]:
         (int(row["step"]), float(row["train_loss"]))
         for log in metric_logs(run)
         if log.is_file()
-        for row in csv.DictReader(log.open())
+        for row in csv.DictReader(log.read_text().splitlines())
         if row.get("train_loss")
     ]
     steps = int(pre.get("global_step") or 0)

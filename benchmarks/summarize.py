@@ -78,8 +78,9 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
         s = r["settings"]
         # A partial grid (see label_efficiency.py --report-only) says so in every row.
         # The experiment folder's name without the common prefix: the dataset, and what differs (e.g. jsrt_ft600).
-        name = r["benchmark"].removeprefix("label_efficiency_")
-        dataset = name + (" (partial grid)" if s.get("missing_runs") else "")
+        experiment = r["benchmark"].removeprefix("label_efficiency_") + (
+            " (partial grid)" if s.get("missing_runs") else ""
+        )
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
@@ -94,7 +95,7 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
             p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
             wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"
             lines.append(
-                f"| {dataset} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
+                f"| {experiment} | {row['fraction']:.0%} | {row['method']} | {row['n_seeds']} | "
                 f"{row['mean_dice']:.4f}{spread} | {paired} | "
                 f"{p_seeds} | {p_value} | {wins} | "
                 f"{s['pretrain_steps']} / {s['finetune_steps']} | {r['commit'][:8]} |"

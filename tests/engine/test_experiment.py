@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,20 @@ def test_one_seed_report_and_plot(tmp_path: Path) -> None:
     assert all(row["std_dice"] is None for row in summary)
     assert Path(files["figure"]).stat().st_size > 0
     assert json.loads((tmp_path / "summary.json").read_text())[0]["std_dice"] is None
+
+
+def test_cli_table_with_one_seed_shows_no_spread(tmp_path: Path, paired_2d: Path) -> None:
+    config = _config(tmp_path, methods=["random", "autoencoder"], fractions=[1.0], seeds=1)
+    cmd = [sys.executable, "-m", "medssl", "experiment", "label-efficiency", "--data", str(paired_2d)]
+    done = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "e"), "--config", str(config), "--accelerator", "cpu", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "autoencoder" in line and "100%" in line]
+    assert len(rows) == 1 and " pt" in rows[0] and "±" not in rows[0]
 
 
 def test_cli_bad_fraction_list_is_one_error(tmp_path: Path, paired_2d: Path) -> None:
