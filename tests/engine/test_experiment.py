@@ -178,8 +178,8 @@ def test_cli_table_with_one_seed_shows_no_spread(tmp_path: Path, paired_2d: Path
     done = subprocess.run(
         [*cmd, "--out", str(tmp_path / "e"), "--config", str(config), "--accelerator", "cpu", "--quiet"],
         capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
+        encoding="utf-8",  # the table has "±" whatever the locale
+        env={**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8"},
     )
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if "autoencoder" in line and "100%" in line]
