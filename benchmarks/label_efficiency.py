@@ -28,7 +28,7 @@ import yaml
 from _common import DATA, RESULTS, ROOT, git_commit, require, write_result
 from medssl import api
 from medssl.engine.experiment import ExperimentResult, run_name
-from medssl.engine.experiment_report import read_run, write_report
+from medssl.engine.experiment_report import read_run, spread_text, write_report
 from medssl.engine.run_folder import metric_logs
 
 DATASETS = {"jsrt": "jsrt", "hippocampus": "hippocampus", "brats-flair": "brats2015"}
@@ -222,8 +222,7 @@ def main() -> None:
     for row in result.summary:
         diff = row["diff_vs_random"]
         print(
-            f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f}"
-            + ("" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}")
+            f"{row['method']:12s} {100 * row['fraction']:5.0f}%  {row['mean_dice']:.4f}{spread_text(row['std_dice'])}"
             + ("" if diff is None else f"  vs random {100 * diff:+.2f} pt")
             + ("" if row["p_seeds"] is None else f" (p seeds {row['p_seeds']:.3g}, p cases {row['p_wilcoxon']:.3g})")
         )

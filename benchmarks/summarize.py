@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from _common import RESULTS, ROOT
+from medssl.engine.experiment_report import spread_text
 
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -84,13 +85,8 @@ def label_efficiency_table(runs: list[dict[str, Any]]) -> str:
         rows = sorted(r["results"]["summary"], key=lambda row: (row["fraction"], row["method"] != "random"))
         for row in rows:
             diff = row["diff_vs_random"]
-            # One seed has no spread (None): no "±".
-            spread = "" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}"
-            paired = (
-                "-"
-                if diff is None
-                else f"{100 * diff:+.2f}" + ("" if row["diff_std"] is None else f" ± {100 * row['diff_std']:.2f}")
-            )
+            spread = spread_text(row["std_dice"])
+            paired = "-" if diff is None else f"{100 * diff:+.2f}{spread_text(row['diff_std'], 2, 100)}"
             p_value = "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.2g}"
             p_seeds = "-" if row.get("p_seeds") is None else f"{row['p_seeds']:.2g}"
             wins = "-" if row["wins"] is None else f"{row['wins']:.0%}"

@@ -253,6 +253,7 @@ def label_efficiency(
     """Pretrain each method once on the training images (no labels), fine-tune every method x label fraction x
     seed on the same split, score the same test cases, and write a table and a plot."""
     from medssl import api
+    from medssl.engine.experiment_report import spread_text
 
     result = api.label_efficiency(
         data,
@@ -279,10 +280,8 @@ def label_efficiency(
             row["method"],
             f"{100 * row['fraction']:g}%",
             str(row["n_seeds"]),
-            f"{row['mean_dice']:.4f}" + ("" if row["std_dice"] is None else f" ± {row['std_dice']:.4f}"),
-            "-"
-            if diff is None
-            else f"{100 * diff:+.2f}" + ("" if row["diff_std"] is None else f" ± {100 * row['diff_std']:.2f}") + " pt",
+            f"{row['mean_dice']:.4f}{spread_text(row['std_dice'])}",
+            "-" if diff is None else f"{100 * diff:+.2f}{spread_text(row['diff_std'], 2, 100)} pt",
             "-" if row["p_seeds"] is None else f"{row['p_seeds']:.3g}",
             "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}",
             "-" if row["wins"] is None else f"{100 * row['wins']:.0f}%",

@@ -33,7 +33,7 @@ import numpy as np
 
 from medssl.errors import MedsslError
 
-__all__ = ["RANDOM", "RunRecord", "plot_label_efficiency", "read_run", "summarize_runs", "write_report"]
+__all__ = ["RANDOM", "RunRecord", "plot_label_efficiency", "read_run", "spread_text", "summarize_runs", "write_report"]
 
 RANDOM = "random"
 """The baseline's name: fine-tuning from random initialisation."""
@@ -146,6 +146,11 @@ def summarize_runs(records: Sequence[RunRecord], baseline: str = RANDOM) -> list
 
 def _sample_std(values: np.ndarray) -> float | None:
     return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+def spread_text(std: float | None, digits: int = 4, scale: float = 1.0) -> str:
+    """`` ± std`` for tables, scaled (100 for Dice points); nothing for a single seed, whose spread is None."""
+    return "" if std is None else f" ± {scale * std:.{digits}f}"
 
 
 def write_report(records: Sequence[RunRecord], out: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
