@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=2 python benchmarks/labelfree.py jsrt --limit 50
     OMP_NUM_THREADS=2 python benchmarks/labelfree.py vessels         # DRIVE test (20) + STARE (20)
     OMP_NUM_THREADS=2 python benchmarks/labelfree.py ph2 --limit 20 --timing   # on a quiet machine
+    python benchmarks/labelfree.py ph2 --methods s3 s3-improved --seed 1        # another seed: labelfree_ph2_seed1
 
 Each method runs in its own process (so its peak resident memory is its own) over the same images; every
 cluster map is scored with the best-cluster protocol (the paper's), the two no-ground-truth protocols (border,
@@ -44,9 +45,9 @@ TUNING = "defaults chosen on the first 40 PH2 images by name (IMD002-IMD050); ev
 OTHER_SETS = {"hair_size": 0, "clusters": 3}
 
 
-def methods(dataset: str) -> dict[str, tuple[str, LabelFreeConfig, int | None]]:
+def methods(dataset: str, seed: int = 0) -> dict[str, tuple[str, LabelFreeConfig, int | None]]:
     """name -> (method, settings, image limit or None for all)."""
-    extra = {} if dataset == "ph2" else OTHER_SETS
+    extra: dict[str, Any] = {"seed": seed, **({} if dataset == "ph2" else OTHER_SETS)}
     plain = {"colour_space": "rgb", "field_of_view": False, "hair_size": 0, "smooth_sigma": 0.0, "min_region": 0.0}
     table: dict[str, tuple[str, LabelFreeConfig, int | None]] = {
         "kmeans-plain": ("kmeans", KMeansConfig(**plain, clusters=2), None),
@@ -57,7 +58,7 @@ def methods(dataset: str) -> dict[str, tuple[str, LabelFreeConfig, int | None]]:
     if dataset == "ph2":
         # The paper's settings at 16 channels and stride 2 (at 64 channels and full resolution one step takes
         # several seconds here); the first 40 images only, for time.
-        table["s3-paper-settings"] = ("s3", S3Config.paper(channels=16, stride=2), 40)
+        table["s3-paper-settings"] = ("s3", S3Config.paper(channels=16, stride=2, seed=seed), 40)
     return table
 
 
@@ -97,10 +98,10 @@ def _union(paths: list[Path]) -> Callable[[], np.ndarray]:
     return lambda: np.logical_or.reduce([read_label(p)[0] > 0 for p in paths])
 
 
-def run_worker(dataset: str, name: str, limit: int | None, threads: int, out: Path) -> None:
+def run_worker(dataset: str, name: str, limit: int | None, threads: int, out: Path, seed: int = 0) -> None:
     """Segment and score every case with one method; write the per-case rows and the peak memory."""
     torch.set_num_threads(threads)
-    method, config, own_limit = methods(dataset)[name]
+    method, config, own_limit = methods(dataset, seed)[name]
     chosen = cases(dataset)
     for bound in (limit, own_limit):
         chosen = chosen[:bound] if bound else chosen
@@ -180,12 +181,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="subset of the method names")
     parser.add_argument("--limit", type=int, default=None, help="first N cases only")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every method; not 0: results named <set>_seed<N>, methods '<name> seed <N>'",
+    )
     parser.add_argument("--timing", action="store_true", help="write timing_labelfree_<set>.json (a timing run)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run_worker(args.dataset, args.worker, args.limit, args.threads, args.worker_out)
+        run_worker(args.dataset, args.worker, args.limit, args.threads, args.worker_out, args.seed)
         return
     names = args.methods or list(methods(args.dataset))
     load_before = os.getloadavg()
@@ -204,10 +211,12 @@ def main() -> None:
                 str(part),
                 "--threads",
                 str(args.threads),
+                "--seed",
+                str(args.seed),
             ] + (["--limit", str(args.limit)] if args.limit else [])
             subprocess.run(command, check=True, env=env)
             data = json.loads(part.read_text())
-            results[name] = {
+            results[name if args.seed == 0 else f"{name} seed {args.seed}"] = {
                 "method": data["method"],
                 "config": data["config"],
                 "n_cases": len(data["rows"]),
@@ -219,13 +228,14 @@ def main() -> None:
         "dataset": args.dataset,
         "limit": args.limit,
         "threads": args.threads,
+        "seed": args.seed,
         "protocols": list(PROTOCOLS),
         "tuning": TUNING,
         "working_size": 256,
         "note": "area_ratio: selected cluster area / ground-truth area (spill when > 1)",
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
-    name = f"{'timing_' if args.timing else ''}labelfree_{args.dataset}"
+    name = f"{'timing_' if args.timing else ''}labelfree_{args.dataset}{f'_seed{args.seed}' if args.seed else ''}"
     settings["cases_csv"] = write_cases_csv(name, results).name
     write_result(name, settings, results)
 

@@ -48,7 +48,7 @@ STEPS: list[tuple[str, str, LabelFreeConfig]] = [
     ("default + position (weight 2)", "kmeans", KMeansConfig(position_weight=2.0)),
     ("S3 default (k-means start, lr 0.05)", "s3", S3Config()),
     ("S3, k-means start, lr 0.1 (the previous default)", "s3", S3Config(lr=0.1)),
-    ("S3, own-argmax start, lr 0.1", "s3", S3Config(start="argmax", start_iterations=0, max_iterations=10)),
+    ("S3, own-argmax start, lr 0.05", "s3", S3Config(start="argmax", start_iterations=0, max_iterations=10)),
     (
         "S3, own-argmax start, lr 0.36 (paper)",
         "s3",

@@ -199,11 +199,40 @@ def labelfree_ablation_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _per_seed(runs: list[dict[str, Any]], key: str, digits: int) -> str:
+    return " / ".join(f"{run[key]:.{digits}f}" for run in runs)
+
+
+def _mean_of(runs: list[dict[str, Any]], key: str) -> float:
+    return sum(run[key] for run in runs) / len(runs)
+
+
+def s3_lr_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| S3-Net learning rate | Dice mean per seed | mean / median over seeds | selected / truth area (median per "
+        "seed) | images > 5 points below k-means, per seed | steps | s per image (1 thread) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for name, v in r["results"].items():
+            if name == "kmeans":
+                lines.append(f"| k-means (the start) | {v['dice_mean']:.3f} | | | | | |")
+                continue
+            seeds = v["runs"]
+            lines.append(
+                f"| {v['lr']:g} | {_per_seed(seeds, 'dice_mean', 3)} | {v['dice_mean_over_seeds']:.3f} / "
+                f"{v['dice_median_over_seeds']:.3f} | {_per_seed(seeds, 'area_ratio_median', 2)} | "
+                f"{_per_seed(seeds, 'images_below_kmeans', 0)} | {_mean_of(seeds, 'steps_mean'):.1f} | "
+                f"{_mean_of(seeds, 'seconds_mean'):.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def labelfree_plot(runs: list[dict[str, Any]]) -> None:
     """docs/labelfree_dice.png: per-image Dice of every method under each protocol, one panel per data set."""
     panels: list[tuple[str, str, dict[str, list[dict[str, str]]]]] = []  # (data set, structure, method -> rows)
     for r in runs:
-        if "cases_csv" not in r["settings"]:
+        if "cases_csv" not in r["settings"] or r["settings"].get("seed"):  # other seeds: in the table only
             continue
         with (RESULTS / r["settings"]["cases_csv"]).open() as fh:
             rows = list(csv.DictReader(fh))
@@ -319,6 +348,7 @@ def main() -> None:
     labelfree_plot(labelfree)
     text = replace_block(text, "labelfree-timing", labelfree_timing_table(_load("timing_labelfree_*.json")))
     text = replace_block(text, "labelfree-ablation", labelfree_ablation_table(_load("ablation_labelfree_*.json")))
+    text = replace_block(text, "s3-lr", s3_lr_table(_load("s3_lr_*.json")))
     text = replace_block(text, "finetune", finetune_table(finetune))
     text = replace_block(text, "speed", speed_table(speed))
     text = replace_block(text, "label_efficiency", label_efficiency_table(label_efficiency))
