@@ -98,6 +98,11 @@ def _union(paths: list[Path]) -> Callable[[], np.ndarray]:
     return lambda: np.logical_or.reduce([read_label(p)[0] > 0 for p in paths])
 
 
+def area_ratio(labels: np.ndarray, cluster: int, truth: np.ndarray) -> float:
+    """The selected cluster's area over the truth's (above 1: the cluster spills beyond the structure)."""
+    return float((labels == cluster).sum() / max(int(truth.sum()), 1))
+
+
 def run_worker(dataset: str, name: str, limit: int | None, threads: int, out: Path, seed: int = 0) -> None:
     """Segment and score every case with one method; write the per-case rows and the peak memory."""
     torch.set_num_threads(threads)
@@ -118,7 +123,7 @@ def run_worker(dataset: str, name: str, limit: int | None, threads: int, out: Pa
             per_protocol = {}
             for protocol in PROTOCOLS:
                 scores = score_clusters(result.labels, truth, protocol, lightness=lightness)
-                scores["area_ratio"] = float((result.labels == scores["cluster"]).sum() / max(int(truth.sum()), 1))
+                scores["area_ratio"] = area_ratio(result.labels, scores["cluster"], truth)
                 per_protocol[protocol] = scores
             row["scores"][structure] = per_protocol
         rows.append(row)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from _common import ROOT, write_result
-from labelfree import cases
+from labelfree import area_ratio, cases
 from medssl.data.io import read_image
 from medssl.labelfree.cluster_evaluation import score_clusters
 from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
@@ -93,7 +93,7 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
             scores = score_clusters(labels, truth, "best-cluster")
             best.append(scores["dice"])
-            ratio.append(float((labels == scores["cluster"]).sum() / truth.sum()))
+            ratio.append(area_ratio(labels, scores["cluster"], truth))
             border.append(score_clusters(labels, truth, "border")["dice"])
         results[name] = {
             "method": method,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from _common import write_result
-from labelfree import cases
+from labelfree import area_ratio, cases
 from medssl.data.io import read_image, read_label
 from medssl.labelfree.cluster_evaluation import score_clusters
 from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
@@ -42,8 +42,7 @@ def score_one(job: tuple[Path, str, LabelFreeConfig]) -> tuple[float, float, flo
     result = segment_image(image, method, config)
     seconds = time.perf_counter() - start
     scores = score_clusters(result.labels, truth, "best-cluster")
-    area = float((result.labels == scores["cluster"]).sum() / truth.sum())
-    return float(scores["dice"]), area, seconds, result.iterations
+    return float(scores["dice"]), area_ratio(result.labels, scores["cluster"], truth), seconds, result.iterations
 
 
 def main() -> None:
