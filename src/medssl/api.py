@@ -13,15 +13,17 @@ from rich.progress import track
 
 from medssl.config import FinetuneConfig, PretrainConfig, resolve
 from medssl.data.check import CheckReport, check_dataset_report
-from medssl.data.io import read_image
-from medssl.data.layouts import discover_inputs
+from medssl.data.layouts import discover_input_cases
+from medssl.data.loading import bad_inputs_error, print_skipped_inputs
 from medssl.engine.experiment import ExperimentResult
 from medssl.engine.finetune import FinetuneResult, run_finetune
 from medssl.engine.pretraining import PretrainResult, run_pretrain
-from medssl.engine.run_folder import prepare_output_dir
+from medssl.engine.run_folder import check_output_location, prepare_output_dir, progress_bar, removed_on_failure
+from medssl.engine.trainer_setup import check_trainer_options
 from medssl.errors import MedsslError
 from medssl.metrics.evaluate import evaluate_folders, write_evaluation
-from medssl.segment.predict import load_trained_model, predict_image, prediction_name, write_prediction
+from medssl.networks.weights import load_checkpoint_file
+from medssl.segment.predict import check_inputs, load_trained_model, predict_image, read_input, write_prediction
 
 if TYPE_CHECKING:
     from medssl.labelfree.segment import SegmentResult
@@ -52,34 +54,42 @@ def finetune(
     precision: str = "32-true",
     split_file: str | Path | None = None,
     quiet: bool = False,
+    skip_bad_cases: bool = False,
     **overrides: Any,
 ) -> FinetuneResult:
     """Fine-tune a U-Net (see ``medssl.engine.finetune.run_finetune``); ``overrides`` set ``FinetuneConfig``
-    fields on top of the YAML ``config``."""
+    fields on top of the YAML ``config``. Cases ``medssl data check`` would report are refused, or left out with
+    ``skip_bad_cases``."""
     if dims not in (None, 2, 3):
         raise MedsslError(f"--dims must be 2 or 3, not {dims}")
-    if init is not None and not Path(init).is_file():
-        raise MedsslError(f"--init file not found: {init}")
+    check_trainer_options(accelerator, devices, precision, num_nodes)
+    if init is not None:
+        if not Path(init).is_file():
+            raise MedsslError(f"--init file not found: {init}")
+        load_checkpoint_file(init)  # a file that is no checkpoint fails now, before the run folder is written
+    check_output_location(out, (data, init, split_file))
     cfg = resolve(FinetuneConfig, config, max_steps=max_steps, **overrides)
     if cfg.max_steps < 1:
         raise MedsslError(f"max_steps must be at least 1, not {cfg.max_steps}")
-    return run_finetune(
-        data,
-        out,
-        cfg,
-        dims=dims,
-        label_fraction=label_fraction,
-        seed=seed,
-        init=init,
-        resume=resume,
-        overwrite=overwrite,
-        devices=devices,
-        num_nodes=num_nodes,
-        accelerator=accelerator,
-        precision=precision,
-        split_file=split_file,
-        quiet=quiet,
-    )
+    with removed_on_failure(out, resume=resume):
+        return run_finetune(
+            data,
+            out,
+            cfg,
+            dims=dims,
+            label_fraction=label_fraction,
+            seed=seed,
+            init=init,
+            resume=resume,
+            overwrite=overwrite,
+            devices=devices,
+            num_nodes=num_nodes,
+            accelerator=accelerator,
+            precision=precision,
+            split_file=split_file,
+            quiet=quiet,
+            skip_bad_cases=skip_bad_cases,
+        )
 
 
 def pretrain(
@@ -101,6 +111,7 @@ def pretrain(
     precision: str = "32-true",
     quiet: bool = False,
     preset: str | None = None,
+    skip_bad_cases: bool = False,
     **method_kwargs: Any,
 ) -> PretrainResult:
     """Self-supervised pretraining of an encoder (see ``medssl.engine.pretraining.run_pretrain``).
@@ -115,6 +126,7 @@ def pretrain(
 
     if dims not in (None, 2, 3):
         raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    check_trainer_options(accelerator, 1, precision)
     cfg = resolve(
         PretrainConfig,
         config,
@@ -131,30 +143,33 @@ def pretrain(
     options = {**cfg.method_options, **method_kwargs}
     if preset is not None:
         options["preset"] = preset
-    return run_pretrain(
-        data,
-        out,
-        method=cfg.method,
-        dims=dims,
-        max_steps=cfg.max_steps,
-        batch_size=cfg.batch_size,
-        patch_size=cfg.patch_size,
-        channels=cfg.channels,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_steps,
-        log_interval=cfg.log_interval,
-        checkpoint_interval=cfg.checkpoint_interval,
-        max_minutes=cfg.max_minutes,
-        seed=seed,
-        resume=resume,
-        overwrite=overwrite,
-        accelerator=accelerator,
-        precision=precision,
-        quiet=quiet,
-        **options,
-    )
+    check_output_location(out, (data,))
+    with removed_on_failure(out, resume=resume):
+        return run_pretrain(
+            data,
+            out,
+            method=cfg.method,
+            dims=dims,
+            max_steps=cfg.max_steps,
+            batch_size=cfg.batch_size,
+            patch_size=cfg.patch_size,
+            channels=cfg.channels,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            schedule=cfg.schedule,
+            warmup_steps=cfg.warmup_steps,
+            log_interval=cfg.log_interval,
+            checkpoint_interval=cfg.checkpoint_interval,
+            max_minutes=cfg.max_minutes,
+            seed=seed,
+            resume=resume,
+            overwrite=overwrite,
+            accelerator=accelerator,
+            precision=precision,
+            quiet=quiet,
+            skip_bad_cases=skip_bad_cases,
+            **options,
+        )
 
 
 def label_efficiency(
@@ -173,6 +188,7 @@ def label_efficiency(
     overwrite: bool = False,
     accelerator: str = "auto",
     quiet: bool = False,
+    skip_bad_cases: bool = False,
 ) -> ExperimentResult:
     """The label-efficiency experiment (see ``medssl.engine.experiment.run_label_efficiency``); settings come from
     ``LabelEfficiencyConfig`` defaults < the YAML ``config`` < these arguments."""
@@ -191,9 +207,20 @@ def label_efficiency(
         finetune_steps=finetune_steps,
         precision=precision,
     )
-    return run_label_efficiency(
-        data, out, cfg, dims=dims, resume=resume, overwrite=overwrite, accelerator=accelerator, quiet=quiet
-    )
+    check_trainer_options(accelerator, 1, cfg.precision)
+    check_output_location(out, (data,))
+    with removed_on_failure(out, resume=resume):
+        return run_label_efficiency(
+            data,
+            out,
+            cfg,
+            dims=dims,
+            resume=resume,
+            overwrite=overwrite,
+            accelerator=accelerator,
+            quiet=quiet,
+            skip_bad_cases=skip_bad_cases,
+        )
 
 
 def predict(
@@ -204,18 +231,29 @@ def predict(
     overwrite: bool = False,
     overlap: float = 0.25,
     quiet: bool = False,
+    skip_bad_inputs: bool = False,
 ) -> list[Path]:
     """Predict every image under ``input`` with the run folder ``model``; outputs named by input stem, written
-    with the input's geometry. Returns the files written."""
+    with the input's geometry. Returns the files written.
+
+    Every input is read and checked first (readable, finite, the model's dimensionality and channels): one the
+    model cannot take is refused before anything is written, or left out and listed with ``skip_bad_inputs``."""
     trained = load_trained_model(model)
-    inputs = discover_inputs(Path(input))
-    out_dir = prepare_output_dir(out, overwrite=overwrite)
+    check_output_location(out, (model, input))  # before the inputs are read
+    inputs = discover_input_cases(Path(input))  # a case folder's channel files are one input
+    bad = check_inputs(trained, inputs, progress_bar(quiet))
+    if bad and not skip_bad_inputs:
+        raise bad_inputs_error(bad, len(inputs))
+    inputs = [case for case in inputs if case.case_id not in bad]
     written: list[Path] = []
-    items = inputs if quiet else track(inputs, description="predicting", console=console)
-    for path in items:
-        image, meta = read_image(path)
-        labels = predict_image(trained, image, meta, overlap=overlap)
-        written += write_prediction(labels, meta, trained.plan, out_dir, prediction_name(path))
+    with removed_on_failure(out):
+        out_dir = prepare_output_dir(out, kind="predict", overwrite=overwrite, inputs=(model, input))
+        items = inputs if quiet else track(inputs, description="predicting", console=console)
+        for case in items:
+            image, meta = read_input(case)
+            labels = predict_image(trained, image, meta, overlap=overlap)
+            written += write_prediction(labels, meta, trained.plan, out_dir, case.case_id)
+    print_skipped_inputs(bad)
     return written
 
 
@@ -228,18 +266,24 @@ def evaluate(
     out: str | Path | None = None,
     protocol: str = "label-map",
     images: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given.
+    """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given (existing files
+    are only replaced with ``overwrite``; never inside the ``pred``, ``truth`` or ``images`` folders).
 
     ``protocol`` ``label-map`` scores label maps as they are; the cluster-map protocols of label-free
     segmentation (``best-cluster``, ``border``, ``darkest``, ``paper-code``; see
     ``medssl.labelfree.cluster_evaluation``) first pick one cluster per case and structure. ``darkest`` needs
     the ``images``.
     """
+    if out is not None:
+        _check_evaluation_out(Path(out), overwrite, (pred, truth, images))
     if protocol == "label-map":
         if images is not None:
             raise MedsslError("--images is only used by the darkest protocol")
         result = evaluate_folders(Path(pred), Path(truth), spacing_aware=spacing_aware, tolerance=tolerance)
+        for warning in result["warnings"]:  # unused references, geometry, values no reference holds
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     else:
         from medssl.labelfree.cluster_evaluation import PROTOCOLS, evaluate_clusters
 
@@ -253,6 +297,19 @@ def evaluate(
     return result
 
 
+def _check_evaluation_out(out: Path, overwrite: bool, inputs: tuple[str | Path | None, ...]) -> None:
+    """Refuse, before scoring, an evaluation file that is not JSON, lies in an input folder, or exists (without
+    ``overwrite``), JSON or its CSV sibling."""
+    if out.suffix.lower() != ".json":
+        raise MedsslError(f"evaluation output must be a .json file, got {out}")
+    check_output_location(out, inputs)
+    for path in (out, out.with_suffix(".csv")):
+        if path.is_dir():
+            raise MedsslError(f"{path} is a folder; --out takes a .json file (its .csv is written beside it)")
+        if path.exists() and not overwrite:
+            raise MedsslError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+
+
 def segment(
     input: str | Path,
     out: str | Path,
@@ -263,6 +320,7 @@ def segment(
     select: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    skip_bad_inputs: bool = False,
     **overrides: Any,
 ) -> SegmentResult:
     """Annotation-free segmentation of every image under ``input`` (see ``medssl.labelfree.segment``).
@@ -274,4 +332,7 @@ def segment(
     from medssl.labelfree.segment import segment_folder
 
     cfg = resolve_method_config(method, config, clusters=clusters, **overrides)
-    return segment_folder(input, out, method, cfg, select=select, overwrite=overwrite, quiet=quiet)
+    with removed_on_failure(out):
+        return segment_folder(
+            input, out, method, cfg, select=select, overwrite=overwrite, quiet=quiet, skip_bad_inputs=skip_bad_inputs
+        )

@@ -7,6 +7,9 @@ resolved configuration is written into every run folder as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,21 +159,234 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolve(cls: type[T], yaml_path: str | Path | None = None, **overrides: Any) -> T:
     """Build ``cls`` from its defaults, then the YAML file, then the non-``None`` ``overrides``.
 
+    Every value is checked against its field's type annotation and, where ``BOUNDS`` has one, its range.
+
     Raises:
-        MedsslError: for an option the dataclass does not have (naming it and the known ones).
+        MedsslError: one line naming the option (and the YAML file it came from): an option the dataclass does
+            not have (with the known ones), a value of the wrong type, or one out of range.
     """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}
     if yaml_path is not None:
         values.update(load_yaml(yaml_path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise MedsslError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        where = {key: f" (in {yaml_path})" for key in values}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    where = {k: w for k, w in where.items() if k not in given}
+    values = check_options(cls, values, where=where)
     try:
-        return cls(**values)
+        config = cls(**values)
     except TypeError as exc:
         raise MedsslError(f"bad configuration: {exc}") from None
+    _check_relations(config, where)
+    return config
+
+
+def default_of(cls: type[Any], name: str) -> Any:
+    """The default value of field ``name`` of dataclass ``cls`` (for help texts that must not drift)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def check_options(
+    cls: type[Any], values: dict[str, Any], *, prefix: str = "", where: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``values`` with each checked against the field of ``cls`` it sets: known name, annotated type, range.
+
+    Integers are accepted for float fields, and so are strings such as ``1e-3`` (YAML 1.1, which PyYAML
+    follows, reads a float without a dot as a string); tuples become lists.
+
+    Args:
+        cls: the dataclass the options belong to.
+        values: option name -> value.
+        prefix: prepended to names in messages (``finetune.`` for the options nested in an experiment).
+        where: per option, text appended to its message (the file it came from).
+
+    Raises:
+        MedsslError: one line naming the first bad option.
+    """
+    where = where or {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        shown = ", ".join(prefix + k for k in unknown)
+        raise MedsslError(f"unknown option(s) {shown}; known: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    bounds = BOUNDS.get(cls, {})
+    nested = NESTED.get(cls, {})
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        name, context = prefix + key, where.get(key, "")
+        try:
+            typed = _typed(value, hints[key])
+        except _Mismatch:
+            raise MedsslError(f"{name} must be {_describe(hints[key])}, not {value!r}{context}") from None
+        bound = bounds.get(key)
+        if bound is not None and typed is not None:
+            numbers = typed if isinstance(typed, list) else [typed]
+            if not all(bound.admits(x) for x in numbers):
+                every = "every value of " if isinstance(typed, list) else ""
+                raise MedsslError(f"{every}{name} must be {bound}, not {value!r}{context}")
+        if key in nested:
+            typed = check_options(nested[key], typed, prefix=f"{name}.", where=dict.fromkeys(typed, context))
+        checked[key] = typed
+    return checked
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The interval a number option (or every number of a list option) must lie in."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, x: float) -> bool:
+        """Whether ``x`` lies in the interval (never for NaN or infinity)."""
+        if not math.isfinite(x) or x < self.low or (self.low_open and x == self.low):
+            return False
+        return self.high is None or x < self.high or (not self.high_open and x == self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"greater than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_AT_LEAST_1 = Bound(1)
+_NON_NEGATIVE = Bound(0)
+_POSITIVE = Bound(0, low_open=True)
+_PROBABILITY = Bound(0, 1)
+_BELOW_1 = Bound(0, 1, high_open=True)
+_SHARE = Bound(0, 1, low_open=True)
+_SIZES = {"batch_size": _AT_LEAST_1, "patch_size": _AT_LEAST_1, "channels": _AT_LEAST_1}
+
+#: Per config class, the range of each number option (each number of a list option) that has one.
+BOUNDS: dict[type[Any], dict[str, Bound]] = {
+    FinetuneConfig: {
+        "max_steps": _AT_LEAST_1,
+        "val_interval": _AT_LEAST_1,
+        **_SIZES,
+        "lr": _POSITIVE,
+        "weight_decay": _NON_NEGATIVE,
+        "foreground_fraction": _PROBABILITY,
+        "flip_axes": Bound(0, 2),
+        "rotate_degrees": Bound(0, 180),
+        "scale_range": _POSITIVE,
+        "affine_probability": _PROBABILITY,
+        "intensity_probability": _PROBABILITY,
+        "split_seed": _NON_NEGATIVE,
+        "test_fraction": _BELOW_1,
+        "val_fraction": _BELOW_1,
+        "sw_overlap": _BELOW_1,
+        "max_val_cases": _AT_LEAST_1,
+        "overlay_cases": _NON_NEGATIVE,
+        "max_minutes": _POSITIVE,
+    },
+    PretrainConfig: {
+        "max_steps": _AT_LEAST_1,
+        **_SIZES,
+        "lr": _POSITIVE,
+        "weight_decay": _NON_NEGATIVE,
+        "warmup_steps": _NON_NEGATIVE,
+        "log_interval": _AT_LEAST_1,
+        "checkpoint_interval": _AT_LEAST_1,
+        "max_minutes": _POSITIVE,
+    },
+    LabelEfficiencyConfig: {
+        "fractions": _SHARE,
+        "seeds": _AT_LEAST_1,
+        "pretrain_steps": _AT_LEAST_1,
+        "finetune_steps": _AT_LEAST_1,
+        **_SIZES,
+    },
+}
+
+#: Options that hold the options of another config class (checked field by field, named ``outer.inner``).
+NESTED: dict[type[Any], dict[str, type[Any]]] = {
+    LabelEfficiencyConfig: {"pretrain": PretrainConfig, "finetune": FinetuneConfig},
+}
+
+
+def _check_relations(config: Any, where: dict[str, str]) -> None:
+    """Checks that involve more than one value of an option, or two options."""
+    scale = getattr(config, "scale_range", None)
+    if isinstance(config, FinetuneConfig) and scale is not None and (len(scale) != 2 or scale[0] > scale[1]):
+        raise MedsslError(f"scale_range must be two numbers, low first, not {scale}{where.get('scale_range', '')}")
+    if isinstance(config, FinetuneConfig) and config.test_fraction + config.val_fraction >= 1:
+        raise MedsslError(
+            f"test_fraction ({config.test_fraction}) + val_fraction ({config.val_fraction}) must be below 1, "
+            "to leave training cases"
+        )
+
+
+class _Mismatch(Exception):
+    """A value does not match a type annotation."""
+
+
+def _typed(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (int -> float, numeric string -> float, tuple -> list), or ``_Mismatch``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _typed(value, arg)
+                except _Mismatch:
+                    pass
+        raise _Mismatch
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        return [_typed(v, args[0]) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        return {k: _typed(v, args[1]) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise _Mismatch
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation in words (``list[int] | None`` -> ``a list of integers or null``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if origin is list:
+        inner = _describe(args[0])
+        return "a list of " + {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(
+            inner, "values"
+        )
+    if origin is dict:
+        return "a mapping of option: value"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from medssl import api
-from medssl.engine.run_folder import prepare_output_dir
+from medssl.engine.run_folder import prepare_output_dir, removed_on_failure
 from medssl.errors import MedsslError
 
 _LABELS = {"0": "background", "1": "grey matter", "2": "white matter"}
@@ -81,7 +81,12 @@ def _neighbours(ids: list[str], held: list[str]) -> set[str]:
 
 def run_demo(out: str | Path, *, max_steps: int = 300, overwrite: bool = False) -> str:
     """Build the dataset, fine-tune, predict and score the held-out slab; return a short report."""
-    root = prepare_output_dir(out, overwrite=overwrite)
+    with removed_on_failure(out):
+        return _run_demo(out, max_steps, overwrite)
+
+
+def _run_demo(out: str | Path, max_steps: int, overwrite: bool) -> str:
+    root = prepare_output_dir(out, kind="demo", overwrite=overwrite)
     data = root / "data"
     split = build_demo_dataset(data)
     split_file = root / "split.json"

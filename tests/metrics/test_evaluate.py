@@ -175,11 +175,14 @@ def test_multi_label_missing_structure_folder(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "truth")
 
 
-def test_missing_prediction_is_an_error(png_folders: tuple[Path, Path]) -> None:
+def test_missing_prediction_is_reported_not_scored(png_folders: tuple[Path, Path]) -> None:
+    """A reference without prediction is left unscored and named (issue 14: it used to refuse the folder)."""
     pred_dir, truth_dir = png_folders
     (pred_dir / "b.png").unlink()
-    with pytest.raises(MedsslError, match=r"b\.png"):
-        evaluate_folders(pred_dir, truth_dir)
+    result = evaluate_folders(pred_dir, truth_dir)
+    assert {row["case"] for row in result["cases"]} == {"a"}
+    assert result["settings"]["unused_references"] == ["b.png"]
+    assert any("b.png" in w for w in result["warnings"])
 
 
 def test_unmatched_prediction_is_an_error(png_folders: tuple[Path, Path]) -> None:

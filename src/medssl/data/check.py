@@ -18,6 +18,10 @@ Problems reported:
   within {0, 1} or {0, 255}); masks that look like grey-level/antialiased pictures (more than 32 distinct
   values); label maps whose values are not among those of the most common mask value set in the dataset;
 - channel count or dimensionality differing between the cases of a dataset.
+
+The loaders of ``finetune``, ``pretrain`` and the experiment (``medssl.data.loading.load_checked_cases``) run the
+same ``check_case`` on the arrays they read, and the same dataset-wide rules (``dataset_problems``), so that they
+refuse (or skip) exactly what ``medssl data check`` reports, with the same lines.
 """
 
 from __future__ import annotations
@@ -31,16 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from medssl.data.geometry import ImageMeta
-from medssl.data.io import is_image_path, read_image, read_label
+from medssl.data.io import read_image, read_label
 from medssl.data.layouts import Case, DatasetIndex, scan_dataset
 from medssl.errors import MedsslError
 
 MAX_MASK_VALUES = 32
 GEOMETRY_RTOL = 1e-3
 _BINARY = (frozenset({0, 1}), frozenset({0, 255}))
-# Files that commonly sit beside images and are not meant to be read as images.
-_NOT_IMAGES = (".txt", ".md", ".json", ".csv", ".tsv", ".pdf", ".xls", ".xlsx", ".html", ".yaml", ".yml")
-_MHD_COMPANIONS = (".raw", ".zraw", ".raw.gz")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class CheckReport:
         n_cases: usable (paired) cases.
         n_test_cases: unlabelled test cases (msd ``imagesTs``).
         problems: one line per problem, each naming the file(s).
+        notes: facts about the layout that are not problems (``DatasetIndex.notes``: which observer is the label,
+            the other observers, field-of-view masks, channel files, merged sub-folders).
     """
 
     root: Path
@@ -60,6 +63,7 @@ class CheckReport:
     n_cases: int
     n_test_cases: int
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,11 +72,27 @@ class CheckReport:
 
 
 @dataclass
-class _Tally:
-    """Dataset-wide facts gathered case by case, judged at the end."""
+class DatasetTally:
+    """Dataset-wide facts gathered case by case by ``check_case``, judged at the end by ``dataset_problems``."""
 
     label_values: dict[str, frozenset[int]] = field(default_factory=dict)
     layouts: dict[str, tuple[int, int]] = field(default_factory=dict)  # image -> (channels, spatial dims)
+    case_of: dict[str, str] = field(default_factory=dict)  # file -> case id: whose case a dataset-wide problem is
+
+
+@dataclass
+class CaseArrays:
+    """What ``check_case`` read, so that a loader builds its case from these arrays instead of reading again.
+
+    Attributes:
+        images: ``(path, array, meta)`` of each readable channel file, ``array`` as ``read_image`` returns it.
+        label: the label map (``read_label``), or None.
+        structures: structure name -> mask (``read_label``), for the readable structure masks.
+    """
+
+    images: list[tuple[Path, np.ndarray, ImageMeta]] = field(default_factory=list)
+    label: np.ndarray | None = None
+    structures: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_dataset(path: str | Path) -> list[str]:
@@ -107,12 +127,11 @@ def check_dataset_report(path: str | Path) -> CheckReport:
     problems += _stray_files(index)
     if not index.cases and not index.test_cases:
         problems.append(f"no usable case in {root} (layout {index.layout!r})")
-    tally = _Tally()
+    tally = DatasetTally()
     for case in [*index.cases, *index.test_cases]:
-        problems += _check_case(case, index, tally)
-    problems += _check_label_values(index, tally)
-    problems += _check_consistency(tally)
-    return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems)
+        problems += check_case(case, index, tally)[0]
+    problems += [line for _, line in dataset_problems(index, tally)]
+    return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems, index.notes)
 
 
 # ------------------------------------------------------------------------------------------------ the folders
@@ -141,50 +160,81 @@ def _empty_folders(root: Path) -> list[str]:
 
 
 def _stray_files(index: DatasetIndex) -> list[str]:
-    """Files in the folders that hold cases which are neither supported images nor known companions."""
-    folders: set[Path] = set()
-    for case in [*index.cases, *index.test_cases]:
-        paths = [*case.images, *([case.label] if case.label else []), *(case.structures or {}).values()]
-        folders.update(p.parent for p in paths)
-    out = []
-    for folder in sorted(folders):
-        for p in sorted(folder.iterdir()):
-            name = p.name.lower()
-            if p.name.startswith(".") or p.is_dir() or is_image_path(p):
-                continue
-            if name.endswith(_NOT_IMAGES) or name.endswith(_MHD_COMPANIONS):
-                continue
-            out.append(f"not a supported image, ignored: {_rel(p, index.root)}")
-    return out
+    """Files anywhere in the dataset that no case uses and that are neither supported images nor documentation
+    (``DatasetIndex.unrecognised``: ``case.nii.txt`` is listed, ``README.txt`` is not)."""
+    return [f"not a supported image, ignored: {_rel(p, index.root)}" for p in index.unrecognised]
 
 
 # -------------------------------------------------------------------------------------------------- the cases
 
 
-def _check_case(case: Case, index: DatasetIndex, tally: _Tally) -> list[str]:
-    """Read one case's images and masks; problems with the files, values, shapes and geometry."""
+def check_case(
+    case: Case, index: DatasetIndex, tally: DatasetTally | None = None, *, images_only: bool = False
+) -> tuple[list[str], CaseArrays]:
+    """Read one case's images and masks: its problems with the files, values, shapes and geometry, and the arrays.
+
+    The one per-case check behind ``medssl data check`` and every loader, so that both say the same. Each problem
+    is one line naming the file (relative to the dataset root). Rules that compare cases are judged afterwards
+    by ``dataset_problems`` on the ``tally``.
+
+    Args:
+        case: the case.
+        index: its dataset (root, declared labels).
+        tally: collects what the dataset-wide rules need; None when they are not wanted.
+        images_only: check and read the image files only (pretraining ignores the masks).
+
+    Returns:
+        ``(problems, arrays)``: an empty list when the case is fine; the arrays read (for the loaders).
+    """
     root = index.root
+    tally = tally if tally is not None else DatasetTally()
     problems: list[str] = []
-    read: list[tuple[Path, tuple[int, ...], ImageMeta]] = []
+    arrays = CaseArrays()
     for path in case.images:
         try:
             arr, meta = read_image(path)
         except MedsslError as exc:
             problems.append(_relative(exc, root))
             continue
-        if arr.dtype.kind == "f":
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            if bad:
-                problems.append(f"{_rel(path, root)}: {bad} NaN or infinite value(s) in the image")
-        tally.layouts[_rel(path, root)] = (int(arr.shape[0]), arr.ndim - 1)
-        read.append((path, tuple(arr.shape[1:]), meta))
+        rel = _rel(path, root)
+        problems += [p for p in [nonfinite_problem(arr, rel)] if p]
+        tally.layouts[rel] = (int(arr.shape[0]), arr.ndim - 1)
+        tally.case_of[rel] = case.case_id
+        arrays.images.append((path, arr, meta))
+    read = [(path, tuple(arr.shape[1:]), meta) for path, arr, meta in arrays.images]
     for path, shape, meta in read[1:]:
         problems += _compare(read[0][0], read[0][1], read[0][2], path, shape, meta, root, "channel file")
+    if images_only:
+        return problems, arrays
     masks: list[tuple[Path, str | None]] = [(case.label, None)] if case.label is not None else []
     masks += [(p, name) for name, p in (case.structures or {}).items()]
     for mask_path, structure in masks:
-        problems += _check_mask(mask_path, structure, read[0] if read else None, index, tally)
-    return problems
+        tally.case_of[_rel(mask_path, root)] = case.case_id
+        mask_problems, lab = _check_mask(mask_path, structure, read[0] if read else None, index, tally)
+        problems += mask_problems
+        if lab is None:
+            continue
+        if structure is None:
+            arrays.label = lab
+        else:
+            arrays.structures[structure] = lab
+    return problems, arrays
+
+
+def nonfinite_problem(image: np.ndarray, name: str) -> str | None:
+    """The line ``medssl data check`` prints for an image holding NaN or infinite values, or None.
+
+    Args:
+        image: the array as read.
+        name: how to name the file in the message.
+
+    Returns:
+        The problem line, or None when every value is finite.
+    """
+    if image.dtype.kind not in "fc":
+        return None
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+    return f"{name}: {bad} NaN or infinite value(s) in the image" if bad else None
 
 
 def _check_mask(
@@ -192,12 +242,12 @@ def _check_mask(
     structure: str | None,
     image: tuple[Path, tuple[int, ...], ImageMeta] | None,
     index: DatasetIndex,
-    tally: _Tally,
-) -> list[str]:
+    tally: DatasetTally,
+) -> tuple[list[str], np.ndarray | None]:
     try:
         lab, meta = read_label(path)
     except MedsslError as exc:
-        return [_relative(exc, index.root)]
+        return [_relative(exc, index.root)], None
     problems = []
     if image is not None:
         problems += _compare(image[0], image[1], image[2], path, tuple(lab.shape), meta, index.root, "mask")
@@ -217,7 +267,13 @@ def _check_mask(
             )
     else:
         tally.label_values[rel] = values
-    return problems
+        declared = frozenset(index.labels) if index.labels is not None else values
+        if not values <= declared:
+            problems.append(
+                f"{rel}: label values {_show(values - declared)} not declared in dataset.json "
+                f"(declared: {_show(declared)})"
+            )
+    return problems, lab
 
 
 def _compare(
@@ -264,37 +320,46 @@ def geometry_difference(a: ImageMeta, b: ImageMeta, rtol: float = GEOMETRY_RTOL)
 # ----------------------------------------------------------------------------------------- dataset-wide rules
 
 
-def _check_label_values(index: DatasetIndex, tally: _Tally) -> list[str]:
-    """Label values undeclared (msd) or inconsistent with the dataset's usual mask values."""
+def dataset_problems(index: DatasetIndex, tally: DatasetTally) -> list[tuple[str, str]]:
+    """The problems of the rules that compare cases, once ``check_case`` has seen them all.
+
+    Args:
+        index: the dataset.
+        tally: what ``check_case`` gathered.
+
+    Returns:
+        ``(case id, line)`` per problem, the line as ``medssl data check`` prints it.
+    """
+    found = _check_label_values(index, tally) + _check_consistency(tally)
+    return [(tally.case_of.get(rel, ""), line) for rel, line in found]
+
+
+def _check_label_values(index: DatasetIndex, tally: DatasetTally) -> list[tuple[str, str]]:
+    """Label maps whose values are inconsistent with the dataset's usual mask values (labels not declared)."""
     if index.labels is not None:
-        declared = frozenset(index.labels)
-        out = []
-        for rel, values in tally.label_values.items():
-            if not values <= declared:
-                out.append(
-                    f"{rel}: label values {_show(values - declared)} not declared in dataset.json "
-                    f"(declared: {_show(declared)})"
-                )
-        return out
+        return []  # declared labels are checked case by case (check_case)
     if all(any(v <= b for b in _BINARY) for v in tally.label_values.values()):
         return []  # binary masks, 0/1 or 0/255
     counts = Counter(v for v in tally.label_values.values() if len(v) > 1)
     reference = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))[0] if counts else frozenset({0})
     return [
-        f"{rel}: mask values {_show(values - reference)} are not among the values of most masks "
-        f"({_show(reference)}); masks must be binary (0/1 or 0/255) or label maps with the same values"
+        (
+            rel,
+            f"{rel}: mask values {_show(values - reference)} are not among the values of most masks "
+            f"({_show(reference)}); masks must be binary (0/1 or 0/255) or label maps with the same values",
+        )
         for rel, values in tally.label_values.items()
         if not values <= reference
     ]
 
 
-def _check_consistency(tally: _Tally) -> list[str]:
+def _check_consistency(tally: DatasetTally) -> list[tuple[str, str]]:
     """Images whose channel count or dimensionality differs from most of the dataset."""
     if not tally.layouts:
         return []
     usual = Counter(tally.layouts.values()).most_common(1)[0][0]
     return [
-        f"{rel}: {c} channel(s), {n}D, while most images have {usual[0]} channel(s), {usual[1]}D"
+        (rel, f"{rel}: {c} channel(s), {n}D, while most images have {usual[0]} channel(s), {usual[1]}D")
         for rel, (c, n) in tally.layouts.items()
         if (c, n) != usual
     ]
@@ -317,4 +382,14 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-__all__ = ["CheckReport", "check_dataset", "check_dataset_report", "geometry_difference"]
+__all__ = [
+    "CaseArrays",
+    "CheckReport",
+    "DatasetTally",
+    "check_case",
+    "check_dataset",
+    "check_dataset_report",
+    "dataset_problems",
+    "geometry_difference",
+    "nonfinite_problem",
+]

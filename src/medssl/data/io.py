@@ -54,6 +54,7 @@ from medssl.data.geometry import ImageMeta
 from medssl.errors import MedsslError
 
 _NIFTI = (".nii.gz", ".nii")
+_NIFTI_CODES = ("qform_code", "sform_code")  # header fields kept from reading to writing
 _ITK = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
 _PIL = {
     ".png": "png",
@@ -260,17 +261,22 @@ def _read_nifti(path: Path, fmt: str) -> tuple[np.ndarray, ImageMeta]:
         img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
+        # which space the affine maps to (1 scanner, 2 aligned, 3 Talairach, 4 MNI): written back as read
+        codes = {key: str(int(img.header[key])) for key in _NIFTI_CODES}
     if data.ndim == 5 and data.shape[3] == 1:  # (x, y, z, t=1, c): NIfTI's vector-image layout
         data = data[:, :, :, 0, :]
     if data.ndim == 2:
         lin = np.eye(3)
         lin[:2, :2], lin[:2, 2] = affine[:2, :2], affine[:2, 3]
-        return data[None], ImageMeta.from_affine(lin, data.shape, str(path), fmt)
-    if data.ndim == 3:
-        return data[None], ImageMeta.from_affine(affine, data.shape, str(path), fmt)
-    if data.ndim == 4:
-        return np.moveaxis(data, 3, 0), ImageMeta.from_affine(affine, data.shape[:3], str(path), fmt)
-    raise MedsslError(f"{path}: unsupported NIfTI with {data.ndim} dimensions {data.shape}; expected 2D, 3D or 4D")
+        array, meta = data[None], ImageMeta.from_affine(lin, data.shape, str(path), fmt)
+    elif data.ndim == 3:
+        array, meta = data[None], ImageMeta.from_affine(affine, data.shape, str(path), fmt)
+    elif data.ndim == 4:
+        array, meta = np.moveaxis(data, 3, 0), ImageMeta.from_affine(affine, data.shape[:3], str(path), fmt)
+    else:
+        raise MedsslError(f"{path}: unsupported NIfTI with {data.ndim} dimensions {data.shape}; expected 2D, 3D or 4D")
+    meta.extra.update(codes)
+    return array, meta
 
 
 def _lps_ras(matrix: np.ndarray) -> np.ndarray:
@@ -500,11 +506,23 @@ def _write_nifti(tmp: Path, data: np.ndarray, meta: ImageMeta) -> None:
     affine[:n, :n], affine[:n, 3] = a[:n, :n], a[:n, n]
     img = nib.Nifti1Image(vol, affine)
     img.header.set_data_dtype(vol.dtype)
-    # Same rigid transform in qform and sform, so every reader (ITK prefers qform) sees one geometry.
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    # Same rigid transform in qform and sform, so every reader (ITK prefers qform) sees one geometry; the codes
+    # (which space it maps to) are the input's, 1 (scanner) for images that came from elsewhere.
+    qform_code, sform_code = _nifti_codes(meta)
+    img.set_qform(affine, code=qform_code)
+    img.set_sform(affine, code=sform_code)
     img.header.set_xyzt_units("mm")
     nib.save(img, str(tmp))
+
+
+def _nifti_codes(meta: ImageMeta) -> tuple[int, int]:
+    """``(qform_code, sform_code)`` to write: those ``meta`` was read with where valid and not both 0 (a file
+    without geometry; ours has one), else 1 (scanner)."""
+    codes = []
+    for key in _NIFTI_CODES:
+        text = meta.extra.get(key, "")
+        codes.append(int(text) if text.isdigit() and int(text) <= 4 else 1)
+    return (codes[0], codes[1]) if any(codes) else (1, 1)
 
 
 def _write_itk(tmp: Path, data: np.ndarray, meta: ImageMeta) -> None:

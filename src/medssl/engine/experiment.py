@@ -23,7 +23,7 @@ from typing import Any
 
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve, save_config
 from medssl.data.layouts import discover
-from medssl.data.loading import LoadedCase, load_image_channels
+from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_cases, load_image_channels, print_skipped
 from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.split import make_split, save_split
 from medssl.engine.experiment_report import RANDOM, RunRecord, read_run, write_report
@@ -96,6 +96,7 @@ def run_label_efficiency(
     overwrite: bool = False,
     accelerator: str = "auto",
     quiet: bool = False,
+    skip_bad_cases: bool = False,
 ) -> ExperimentResult:
     """Run (or continue) the label-efficiency experiment on a labelled dataset.
 
@@ -108,6 +109,7 @@ def run_label_efficiency(
         overwrite: wipe an existing experiment folder first.
         accelerator: Lightning accelerator of every run.
         quiet: no progress bars.
+        skip_bad_cases: leave out the cases ``medssl data check`` would report instead of refusing the dataset.
 
     Returns:
         The records of every fine-tuning run and the summary table (see ``experiment_report.summarize_runs``).
@@ -116,14 +118,21 @@ def run_label_efficiency(
     if resume and (Path(out) / "experiment.yaml").is_file():
         _check_same_settings(Path(out), cfg)
     ft_cfg = _finetune_config(cfg)
-    ids = sorted(c.case_id for c in labelled_index(data).cases)
+    index = labelled_index(data)
+    # Every case is checked before the split and any pretraining, so that a bad case cannot stop the experiment
+    # hours later; one more reading of the data beside the many of its runs.
+    bad = load_checked_cases(index, index.cases, keep=(), progress=progress_bar(quiet)).bad
+    if bad and not skip_bad_cases:
+        raise bad_cases_error(data, bad)
+    print_skipped(bad)
+    ids = sorted(c.case_id for c in index.cases if c.case_id not in bad)
     split = make_split(
         ids, test_fraction=ft_cfg.test_fraction, val_fraction=ft_cfg.val_fraction, split_seed=ft_cfg.split_seed
     )
     if not split["test"]:
         raise MedsslError("the split has no test case; raise test_fraction in the finetune options or add cases")
     # Only now, with the data and the split checked: a user error must not wipe what --overwrite replaces.
-    root = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    root = prepare_output_dir(out, kind="experiment", overwrite=overwrite, resume=resume, inputs=(data,))
     save_config(cfg, root / "experiment.yaml")
     save_split(split, root / "split.json")
     plan = _shared_plan(data, split["train"], cfg, dims, root / "plan.json", quiet)
@@ -158,6 +167,7 @@ def run_label_efficiency(
                 accelerator=accelerator,
                 precision=cfg.precision,
                 quiet=quiet,
+                skip_bad_cases=skip_bad_cases,
             )
         record = read_run(run, method, fraction, seed)
         if not quiet:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -16,8 +17,8 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 from medssl.config import FinetuneConfig, save_config
-from medssl.data.layouts import DatasetIndex, discover
-from medssl.data.loading import LoadedCase, load_case
+from medssl.data.layouts import DatasetIndex, discover, unrecognised_warning
+from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_case, load_checked_cases, print_skipped
 from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import encode_target, preprocess_image
 from medssl.data.sampling import PatchDataset
@@ -25,6 +26,7 @@ from medssl.data.split import load_split, make_split, save_split
 from medssl.engine.checkpoint_io import SafeCheckpointIO
 from medssl.engine.evaluation import evaluate_test_cases
 from medssl.engine.plots import plot_training_curves
+from medssl.engine.resume import ResumableTraining, say_where_resumed
 from medssl.engine.run_folder import (
     is_main_process,
     log_version,
@@ -35,6 +37,7 @@ from medssl.engine.run_folder import (
     save_json,
 )
 from medssl.engine.segmentation import SegmentationModule
+from medssl.engine.trainer_setup import make_trainer
 from medssl.errors import MedsslError
 from medssl.networks.weights import load_encoder
 from medssl.segment.predict import TrainedModel, build_network, load_trained_model
@@ -84,6 +87,7 @@ def run_finetune(
     precision: str = "32-true",
     split_file: str | Path | None = None,
     quiet: bool = False,
+    skip_bad_cases: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a U-Net on a labelled dataset and score it on the held-out test cases.
 
@@ -99,34 +103,37 @@ def run_finetune(
         devices, num_nodes, accelerator, precision: Lightning Trainer settings (DDP when > 1 process).
         split_file: a JSON split (``train_labelled``, ``val``, ``test`` case lists) instead of the seeded one.
         quiet: no progress bars.
+        skip_bad_cases: leave out the cases ``medssl data check`` would report (listed, and recorded in
+            ``command.json``) instead of refusing the dataset; the split is made without them.
     """
     main = is_main_process()
     index = labelled_index(data)
     ids = {c.case_id for c in index.cases}
     split_path = Path(out) / "split.json"
-    if resume and split_path.is_file():
-        split = load_split(split_path, ids)
-    elif split_file is not None:
-        split = load_split(split_file, ids)
-    else:
-        split = make_split(
-            sorted(ids),
-            test_fraction=cfg.test_fraction,
-            val_fraction=cfg.val_fraction,
-            label_fraction=label_fraction,
-            seed=seed,
-            split_seed=cfg.split_seed,
-        )
+    saved = split_path if resume else None
+    split = _choose_split(ids, cfg, saved, split_file, label_fraction, seed)
+    progress = progress_bar(quiet or not main)
+    # Every case is read and checked (as `medssl data check` does) before anything is written; the training and
+    # validation cases are kept from this one reading, the others are read again only for the final test.
+    checked = load_checked_cases(index, index.cases, keep=_kept(split, cfg), progress=progress)
+    if checked.bad:
+        if not skip_bad_cases:
+            raise bad_cases_error(data, checked.bad)
+        if main:
+            print_skipped(checked.bad)
+        split = _choose_split(ids, cfg, saved, split_file, label_fraction, seed, leave_out=set(checked.bad))
     if not split["val"]:
         raise MedsslError("the split has no validation case; raise val_fraction or add cases")
     # Only now, with the data and the split checked: a user error must not wipe the run --overwrite replaces.
-    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    run = prepare_output_dir(out, kind="finetune", overwrite=overwrite, resume=resume, inputs=(data, init, split_file))
     by_id = {c.case_id: c for c in index.cases}
-    progress = progress_bar(quiet or not main)
-
-    train_cases = [
-        load_case(by_id[i], index.structures) for i in progress(split["train_labelled"], "loading training cases")
-    ]
+    kept = _kept(split, cfg)
+    loaded = {i: c for i, c in checked.loaded.items() if i in kept}
+    skipped = checked.bad
+    del checked
+    for i in sorted(kept - set(loaded)):  # wanted only by the split made without the bad cases
+        loaded[i] = load_checked_case(by_id[i], index)
+    train_cases = [loaded.pop(i) for i in split["train_labelled"]]
     plan_path = run / "plan.json"
     if resume and plan_path.is_file():
         plan = Plan.load(plan_path)
@@ -154,14 +161,12 @@ def run_finetune(
                     "label_fraction": label_fraction,
                     "seed": seed,
                     "init": str(init) if init else None,
+                    "skipped_cases": skipped,
                 },
             )
     train_x, train_y = _prepare(train_cases, plan)
     del train_cases
-    val_cases = [
-        load_case(by_id[i], index.structures)
-        for i in progress(split["val"][: cfg.max_val_cases], "loading validation cases")
-    ]
+    val_cases = [loaded.pop(i) for i in split["val"][: cfg.max_val_cases]]
     val_x, val_y = _prepare(val_cases, plan)
     del val_cases
 
@@ -187,28 +192,43 @@ def run_finetune(
         train_x,
         train_y,
         plan.patch_size,
-        cfg.val_interval * plan.batch_size,
+        # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
+        min(cfg.val_interval, cfg.max_steps) * plan.batch_size,
         foreground_fraction=cfg.foreground_fraction,
         slice_axis=plan.slice_axis,
         flip_axes=cfg.flip_axes,
         intensity_probability=cfg.intensity_probability,
         seed=seed,
     )
+    last = run / "checkpoints" / "last.ckpt"
+    resumable = ResumableTraining(last, "finetune", patches)
     trainer = _trainer(
-        run, cfg, devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision, quiet=quiet
+        run,
+        cfg,
+        devices=devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        precision=precision,
+        quiet=quiet,
+        resumable=resumable,
     )
     patches.reseed(seed * 1000 + trainer.global_rank)
-    last = run / "checkpoints" / "last.ckpt"
+    if resume and main:
+        say_where_resumed(last)
     started = time.perf_counter()
-    trainer.fit(
+    resumable.fit(
+        trainer,
         module,
         train_dataloaders=DataLoader(patches, batch_size=plan.batch_size, num_workers=0),
         val_dataloaders=DataLoader(_CaseList(val_x, val_y), batch_size=1, num_workers=0),
         ckpt_path=str(last) if resume and last.is_file() else None,
+        weights_only=True,  # SafeCheckpointIO reads with weights_only=True whatever this says
     )
     seconds = time.perf_counter() - started
     # The last validation may lie before the final step: save the final state so --resume never repeats steps.
-    trainer.save_checkpoint(last)
+    # weights_only=False: the whole training state (optimiser, loops, random streams), not only the weights.
+    trainer.save_checkpoint(last, weights_only=False)
+    resumable.raise_if_stopped()
     ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))  # type: ignore[attr-defined]
     best_score = float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None
     result = FinetuneResult(
@@ -216,12 +236,19 @@ def run_finetune(
     )
     if not trainer.is_global_zero:
         return result
+    note = None
+    if best_score is None:
+        note = (
+            f"no validation ran in {trainer.global_step} steps, so there is no best.ckpt and best_val_dice is null: "
+            "the test cases were scored with the final weights (last.ckpt)"
+        )
+        console.print(f"[yellow]note[/yellow]: {note}", highlight=False, soft_wrap=True)
     curves = plot_training_curves(metric_logs(run), run / "training_curves.png")
     if curves:
         result.files["training_curves"] = str(curves)
     if split["test"]:
         model = load_trained_model(run)
-        test_cases = (load_case(by_id[i], index.structures) for i in split["test"])
+        test_cases = (load_checked_case(by_id[i], index) for i in split["test"])
         summary, files = evaluate_test_cases(
             model,
             test_cases,
@@ -238,6 +265,7 @@ def run_finetune(
         {
             "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
             "best_val_dice": best_score,
+            **({"best_val_dice_note": note} if note else {}),
             "train_seconds": seconds,
             "global_step": trainer.global_step,
             "test_summary": result.test_summary,
@@ -245,6 +273,40 @@ def run_finetune(
         },
     )
     return result
+
+
+def _choose_split(
+    ids: set[str],
+    cfg: FinetuneConfig,
+    saved: Path | None,
+    split_file: str | Path | None,
+    label_fraction: float,
+    seed: int,
+    *,
+    leave_out: set[str] | None = None,
+) -> dict[str, Any]:
+    """The run's split: the saved one (``--resume``), the ``--split`` file, or a seeded one made without the cases
+    of ``leave_out`` (a given split just has them removed)."""
+    leave_out = leave_out or set()
+    if saved is not None and saved.is_file():
+        split = load_split(saved, ids)
+    elif split_file is not None:
+        split = load_split(split_file, ids)
+    else:
+        return make_split(
+            sorted(ids - leave_out),
+            test_fraction=cfg.test_fraction,
+            val_fraction=cfg.val_fraction,
+            label_fraction=label_fraction,
+            seed=seed,
+            split_seed=cfg.split_seed,
+        )
+    return {k: [i for i in v if i not in leave_out] if isinstance(v, list) else v for k, v in split.items()}
+
+
+def _kept(split: dict[str, Any], cfg: FinetuneConfig) -> set[str]:
+    """The cases training keeps in memory: the labelled training cases and the validation cases used."""
+    return {*split["train_labelled"], *split["val"][: cfg.max_val_cases]}
 
 
 def labelled_index(data: str | Path) -> DatasetIndex:
@@ -256,6 +318,9 @@ def labelled_index(data: str | Path) -> DatasetIndex:
         raise MedsslError(f"dataset {data} has problems (run `medssl data check {data}`):\n  {shown}{more}")
     if not index.has_labels:
         raise MedsslError(f"dataset {data} ({index.layout} layout) has no labels to fine-tune on")
+    warning = unrecognised_warning(index)  # e.g. case.nii.txt: a file the user may have meant as an image
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {data}: {warning}", highlight=False, soft_wrap=True)
     return index
 
 
@@ -272,6 +337,7 @@ def _trainer(
     accelerator: str,
     precision: str,
     quiet: bool,
+    resumable: ResumableTraining,
 ) -> L.Trainer:
     multi = num_nodes > 1 or (isinstance(devices, int) and devices > 1) or devices == "auto"
     checkpoint = ModelCheckpoint(
@@ -284,16 +350,16 @@ def _trainer(
         auto_insert_metric_name=False,
     )
     try:
-        return L.Trainer(
+        return make_trainer(
             max_steps=cfg.max_steps,
             max_epochs=-1,  # one "epoch" per validation interval; max_steps ends training
             accelerator=accelerator,
             devices=devices,
             num_nodes=num_nodes,
             strategy="ddp" if multi else "auto",
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             # the tqdm bar counts steps per validation interval (the rich bar would show an epoch total of -1)
-            callbacks=[checkpoint, *([] if quiet else [TQDMProgressBar()])],
+            callbacks=[resumable, checkpoint, *([] if quiet else [TQDMProgressBar()])],
             logger=CSVLogger(run, name="logs", version=log_version(run)),
             plugins=[SafeCheckpointIO()],
             num_sanity_val_steps=0,

@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader
 
 from medssl.config import PretrainConfig, save_config
 from medssl.data.layouts import discover
-from medssl.data.loading import LoadedCase, load_image_channels
+from medssl.data.loading import bad_cases_error, load_checked_cases, print_skipped
 from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import preprocess_image
 from medssl.data.sampling import PatchDataset
 from medssl.engine.checkpoint_io import SafeCheckpointIO
 from medssl.engine.plots import plot_training_curves
+from medssl.engine.resume import ResumableTraining, say_where_resumed
 from medssl.engine.run_folder import (
     is_main_process,
     log_version,
@@ -41,6 +42,7 @@ from medssl.engine.run_folder import (
     save_fingerprint,
     save_json,
 )
+from medssl.engine.trainer_setup import make_trainer
 from medssl.errors import MedsslError
 from medssl.networks.weights import save_encoder
 from medssl.pretrain import PretrainMethod, create, get
@@ -144,6 +146,7 @@ def run_pretrain(
     accelerator: str = "auto",
     precision: str = "32-true",
     quiet: bool = False,
+    skip_bad_cases: bool = False,
     **method_kwargs: Any,
 ) -> PretrainResult:
     """Pretrain an encoder with a registered self-supervised method on every image of ``data``.
@@ -160,6 +163,8 @@ def run_pretrain(
         resume: continue an interrupted run from ``checkpoints/last.ckpt`` (with the run's ``plan.json``).
         accelerator, precision: Lightning Trainer settings (one device).
         quiet: no progress bars.
+        skip_bad_cases: leave out the images ``medssl data check`` would report (unreadable, NaN/inf, channel
+            files or dimensionality that disagree; listed, and recorded in ``command.json``) instead of refusing.
         method_kwargs: keyword arguments of the method (e.g. ``temperature=0.2``).
 
     Returns:
@@ -181,9 +186,18 @@ def run_pretrain(
         if missing:
             raise MedsslError(f"{len(missing)} requested case(s) not in {data}: {', '.join(missing[:10])}")
         found = [c for c in found if c.case_id in wanted]
-    loaded = [LoadedCase(c.case_id, *load_image_channels(c.images)) for c in progress(found, "loading images")]
+    checked = load_checked_cases(index, found, images_only=True, progress=progress)
+    if checked.bad and not skip_bad_cases:
+        raise bad_cases_error(data, checked.bad)
+    if len(checked.bad) == len(found):
+        raise MedsslError(f"every image of {data} has a problem (run `medssl data check {data}`)")
+    if main:
+        print_skipped(checked.bad)
+    loaded = [checked.loaded[c.case_id] for c in found if c.case_id in checked.loaded]
+    skipped = checked.bad
+    del checked
     # Only now, with the data read: a typo in --data must not wipe the run that --overwrite would replace.
-    run = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    run = prepare_output_dir(out, kind="pretrain", overwrite=overwrite, resume=resume, inputs=(data,))
 
     plan_path = run / "plan.json"
     if resume and plan_path.is_file():
@@ -229,6 +243,7 @@ def run_pretrain(
                 "seed": seed,
                 "method": method,
                 "cases": sorted(cases) if cases else None,
+                "skipped_cases": skipped,
             },
         )
 
@@ -273,14 +288,17 @@ def run_pretrain(
         every_n_train_steps=max(1, checkpoint_interval),
         enable_version_counter=False,
     )
+    last = run / "checkpoints" / "last.ckpt"
+    # the methods draw their views from torch's global generator: it goes into the checkpoints too
+    resumable = ResumableTraining(last, "pretrain", patches, global_rng=True)
     try:
-        trainer = L.Trainer(
+        trainer = make_trainer(
             max_steps=max_steps,
             max_epochs=-1,
             accelerator=accelerator,
             devices=1,
-            precision=precision,  # type: ignore[arg-type]
-            callbacks=[checkpoint, *([] if quiet else [TQDMProgressBar()])],
+            precision=precision,
+            callbacks=[resumable, checkpoint, *([] if quiet else [TQDMProgressBar()])],
             logger=CSVLogger(run, name="logs", version=log_version(run)),
             plugins=[SafeCheckpointIO()],
             enable_model_summary=False,
@@ -291,15 +309,20 @@ def run_pretrain(
         )
     except (ValueError, RuntimeError, TypeError) as exc:
         raise MedsslError(f"cannot set up training: {exc}") from None
-    last = run / "checkpoints" / "last.ckpt"
+    if resume and main:
+        say_where_resumed(last)
     started = time.perf_counter()
-    trainer.fit(
+    resumable.fit(
+        trainer,
         module,
         train_dataloaders=DataLoader(patches, batch_size=plan.batch_size, num_workers=0),
         ckpt_path=str(last) if resume and last.is_file() else None,
+        weights_only=True,  # SafeCheckpointIO reads with weights_only=True whatever this says
     )
     seconds = time.perf_counter() - started
-    trainer.save_checkpoint(last)
+    # weights_only=False: the whole training state (optimiser, loops, random streams), not only the weights
+    trainer.save_checkpoint(last, weights_only=False)
+    resumable.raise_if_stopped()
     loss = trainer.callback_metrics.get("train_loss")
     result = PretrainResult(
         run,

@@ -89,6 +89,14 @@ class SegmentationModule(L.LightningModule):
             self.log("elapsed_s", float(time.perf_counter() - self._fit_started), sync_dist=True)
         self._val_dice.clear()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the augmentation stream, so that a resumed run draws the augmentations of an uninterrupted one
+        checkpoint["augmentation_generator"] = self.generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "augmentation_generator" in checkpoint:  # absent from checkpoints of older versions
+            self.generator.set_state(checkpoint["augmentation_generator"])
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, self.max_steps)

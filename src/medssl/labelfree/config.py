@@ -56,8 +56,9 @@ class LabelFreeConfig:
             raise MedsslError(f"size must be at least 16, not {self.size}")
         if self.colour_space not in COLOUR_SPACES:
             raise MedsslError(f"colour_space must be one of {', '.join(COLOUR_SPACES)}, not {self.colour_space!r}")
-        if self.hair_size < 0 or self.smooth_sigma < 0 or self.position_weight < 0:
-            raise MedsslError("hair_size, smooth_sigma and position_weight must not be negative")
+        for name in ("hair_size", "smooth_sigma", "position_weight", "seed"):
+            if getattr(self, name) < 0:
+                raise MedsslError(f"{name} must not be negative, not {getattr(self, name)}")
         if not 0 <= self.min_region < 1:
             raise MedsslError(f"min_region must be in [0, 1), not {self.min_region}")
 
@@ -79,8 +80,9 @@ class KMeansConfig(LabelFreeConfig):
     def check(self) -> None:
         """Raise ``MedsslError`` naming the first invalid field."""
         super().check()
-        if self.iterations < 1 or self.restarts < 1:
-            raise MedsslError("iterations and restarts must be at least 1")
+        for name in ("iterations", "restarts"):
+            if getattr(self, name) < 1:
+                raise MedsslError(f"{name} must be at least 1, not {getattr(self, name)}")
 
 
 @dataclass
@@ -166,8 +168,12 @@ class S3Config(LabelFreeConfig):
     def check(self) -> None:
         """Raise ``MedsslError`` naming the first invalid field."""
         super().check()
-        if self.max_iterations < 1 or not 1 <= self.min_iterations <= self.max_iterations:
-            raise MedsslError("need 1 <= min_iterations <= max_iterations")
+        if self.max_iterations < 1:
+            raise MedsslError(f"max_iterations must be at least 1, not {self.max_iterations}")
+        if not 1 <= self.min_iterations <= self.max_iterations:
+            raise MedsslError(
+                f"min_iterations must be in [1, max_iterations={self.max_iterations}], not {self.min_iterations}"
+            )
         if self.start not in S3_STARTS:
             raise MedsslError(f"start must be one of {', '.join(S3_STARTS)}, not {self.start!r}")
         if not 0 <= self.start_iterations < self.max_iterations:
@@ -179,14 +185,19 @@ class S3Config(LabelFreeConfig):
             raise MedsslError(f"start_agreement must be in (0, 1], not {self.start_agreement}")
         if not 0 <= self.stop_change < 1:
             raise MedsslError(f"stop_change must be in [0, 1), not {self.stop_change}")
-        if self.lr <= 0 or not 0 <= self.momentum < 1:
-            raise MedsslError(f"need lr > 0 and momentum in [0, 1), got {self.lr} and {self.momentum}")
+        if self.lr <= 0:
+            raise MedsslError(f"lr must be greater than 0, not {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise MedsslError(f"momentum must be in [0, 1), not {self.momentum}")
         if self.channels < self.clusters:
             raise MedsslError(f"channels ({self.channels}) must be at least clusters ({self.clusters})")
-        if self.blocks < 0 or self.stride not in (1, 2, 4):
-            raise MedsslError(f"need blocks >= 0 and stride 1, 2 or 4, got {self.blocks} and {self.stride}")
-        if min(self.weight_ce, self.weight_affine, self.weight_spatial) < 0:
-            raise MedsslError("loss weights must not be negative")
+        if self.blocks < 0:
+            raise MedsslError(f"blocks must not be negative, not {self.blocks}")
+        if self.stride not in (1, 2, 4):
+            raise MedsslError(f"stride must be 1, 2 or 4, not {self.stride}")
+        for name in ("weight_ce", "weight_affine", "weight_spatial", "max_degrees", "max_translation"):
+            if getattr(self, name) < 0:
+                raise MedsslError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.boundary_factor < 2 or self.size % self.boundary_factor:
             raise MedsslError(f"boundary_factor must be >= 2 and divide size {self.size}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:

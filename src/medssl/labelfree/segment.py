@@ -20,8 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from medssl.data.check import nonfinite_problem
+from medssl.data.geometry import ImageMeta
 from medssl.data.io import read_image, write_image
 from medssl.data.layouts import discover_inputs
+from medssl.data.loading import bad_inputs_error, print_skipped_inputs
 from medssl.engine.plots import OverlayCase, save_overlays
 from medssl.engine.run_folder import prepare_output_dir, progress_bar, save_json
 from medssl.errors import MedsslError
@@ -46,12 +49,14 @@ class SegmentResult:
         maps: the cluster maps written, in input order.
         overlays: the overlay pages.
         records: per image ``{"case", "iterations", "seconds", "cluster_sizes", ...}``.
+        skipped: input -> its problem, for the inputs left out (``skip_bad_inputs``).
     """
 
     out_dir: Path
     maps: list[Path] = field(default_factory=list)
     overlays: list[Path] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def segment_image(image: npt.NDArray[np.generic], method: str, config: LabelFreeConfig) -> ClusterResult:
@@ -72,8 +77,12 @@ def segment_folder(
     select: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    skip_bad_inputs: bool = False,
 ) -> SegmentResult:
     """Segment every image under ``input_path`` and write the cluster maps, overlays and records to ``out``.
+
+    Every input is read and checked first (readable, finite, 2D, 1 or 3 channels), so that a bad one stops the
+    command before anything is written; pictures are small, so they are simply read again to be segmented.
 
     Args:
         input_path: an image or a folder of images (2D pictures or 2D NIfTI/NRRD/MHA; 1 or 3 channels).
@@ -83,26 +92,30 @@ def segment_folder(
         select: also write the cluster picked by this no-ground-truth rule (``border`` or ``darkest``).
         overwrite: replace an existing output folder.
         quiet: no progress bar.
+        skip_bad_inputs: leave out the inputs that would be refused (listed at the end and in ``run.json``).
 
     Returns:
         The ``SegmentResult``.
 
     Raises:
-        MedsslError: no input image, a 3D or multi-channel input, an unknown rule, or an existing output.
+        MedsslError: no input image, an input that is unreadable, holds NaN/inf, is 3D or has other than 1 or 3
+            channels (unless ``skip_bad_inputs``), an unknown rule, or an existing output.
     """
     if select is not None and select not in SELECT_RULES:
         raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(SELECT_RULES)}")
     inputs = discover_inputs(Path(input_path))
-    out_dir = prepare_output_dir(out, overwrite=overwrite)
+    bad = _check_inputs(inputs, quiet)
+    if bad and not skip_bad_inputs:
+        raise bad_inputs_error(bad, len(inputs))
+    inputs = [path for path in inputs if str(path) not in bad]
+    out_dir = prepare_output_dir(out, kind="segment", overwrite=overwrite, inputs=(input_path,))
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump({"method": method, **dataclasses.asdict(config)}, sort_keys=False)
     )
-    result = SegmentResult(out_dir)
+    result = SegmentResult(out_dir, skipped=bad)
     page: list[OverlayCase] = []
     for path in progress_bar(quiet)(inputs, f"{method} segmentation"):
         image, meta = read_image(path)
-        if meta.ndim != 2:
-            raise MedsslError(f"{path}: label-free segmentation takes 2D images, this one is {meta.ndim}D")
         clusters = segment_image(image, method, config)
         name = prediction_name(path)
         map_path = out_dir / f"{name}{output_suffix(meta.source)}"
@@ -122,8 +135,36 @@ def segment_folder(
             page = []
     if page:
         result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
-    save_json(out_dir / "run.json", {"method": method, "images": result.records})
+    save_json(out_dir / "run.json", {"method": method, "images": result.records, "skipped": bad})
+    print_skipped_inputs(bad)
     return result
+
+
+def input_problem(image: npt.NDArray[np.generic], meta: ImageMeta, name: str) -> str | None:
+    """Why label-free segmentation cannot take this image, in one line naming it; None when it can."""
+    problem = nonfinite_problem(image, name)
+    if problem:
+        return problem
+    if meta.ndim != 2:
+        return f"{name}: label-free segmentation takes 2D images, this one is {meta.ndim}D"
+    if image.shape[0] not in (1, 3):
+        return f"{name}: label-free segmentation takes pictures with 1 or 3 channels, this one has {image.shape[0]}"
+    return None
+
+
+def _check_inputs(inputs: list[Path], quiet: bool) -> dict[str, str]:
+    """Input -> its problem, for the inputs that would be refused (each read once; nothing is kept)."""
+    bad: dict[str, str] = {}
+    for path in progress_bar(quiet)(inputs, "checking inputs"):
+        try:
+            image, meta = read_image(path)
+        except MedsslError as exc:
+            bad[str(path)] = str(exc)
+            continue
+        problem = input_problem(image, meta, str(path))
+        if problem:
+            bad[str(path)] = problem
+    return bad
 
 
 def _record(name: str, clusters: ClusterResult) -> dict[str, Any]:

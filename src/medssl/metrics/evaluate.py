@@ -4,8 +4,17 @@ Two folder layouts are understood (the layout is read from the reference folder)
 - ``label_map``: label images directly in the folder (``truth/case1.nii.gz``); each non-zero value is a label;
 - ``multi_label``: one sub-folder per structure holding binary masks (``truth/heart/case1.png``, ``> 0`` is
   foreground); the label key is the sub-folder name.
-Predictions and references are matched by file stem (``medssl.data.io.stem``), so formats may differ. Every
-reference needs a prediction and every prediction a reference; otherwise ``MedsslError`` names the files.
+Predictions and references are matched by file stem (``medssl.data.io.stem``), so formats may differ; stems
+that match no file are then paired by their first ``_``/``-``-separated token where it is unique on both sides
+(DRIVE's ``01_test`` prediction with its ``01_manual1`` truth, as ``medssl.data.layouts`` pairs them). Every
+prediction needs a reference (otherwise ``MedsslError`` names the files); references without a prediction are
+not scored, and are counted and named in the result (``settings["unused_references"]``) and in its warnings.
+
+Every pair is read and checked before anything is scored: all unreadable files, non-integer or non-finite values
+and shape mismatches are reported together in one ``MedsslError``. A geometry difference (spacing, origin,
+direction; ``medssl.data.check.geometry_difference``) between a prediction and its reference, and prediction
+values that occur in no reference, are warnings (``result["warnings"]``). A prediction folder written by
+``medssl segment`` (cluster maps ``1..K``, not labels) is refused with the protocols that score it.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import io
 import json
 import math
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from medssl.data.check import geometry_difference
 from medssl.data.io import is_image_path, read_label, stem
 from medssl.errors import MedsslError
 from medssl.metrics.overlap import as_mask_pair, dice, xor_error
@@ -125,10 +137,22 @@ def evaluate_folders(
         with ``settings["units"]`` mapping each case to "mm" or "px". Values are plain floats or None.
     """
     pred_root, truth_root = _existing_dir(pred_dir, "prediction"), _existing_dir(truth_dir, "reference")
+    _refuse_cluster_maps(pred_root)
     layout = _detect_layout(truth_root)
+    unused: list[Path] = []
     pairs = (
-        _label_map_pairs(pred_root, truth_root) if layout == LABEL_MAP else _multi_label_pairs(pred_root, truth_root)
+        _label_map_pairs(pred_root, truth_root, unused)
+        if layout == LABEL_MAP
+        else _multi_label_pairs(pred_root, truth_root, unused)
     )
+    warnings = _check_pairs(pairs, labels)
+    if unused:
+        names = [_display(p, truth_root) for p in unused]
+        warnings.insert(
+            0,
+            f"{len(unused)} reference file(s) in {truth_root} have no prediction and were not scored: "
+            f"{_listing(names)}",
+        )
     cases: list[dict[str, Any]] = []
     units: dict[str, str] = {}
     for pair in pairs:
@@ -150,8 +174,10 @@ def evaluate_folders(
         "hd95": "max of the two directed 95th percentiles of surface distances (linear interpolation)",
         "nsd": "surface voxels within tolerance (inclusive) of the other surface / all surface voxels",
         "units": units,
+        "n_unused_references": len(unused),
+        "unused_references": [_display(p, truth_root) for p in unused],
     }
-    return {"cases": cases, "summary": summarize(cases), "settings": settings}
+    return {"cases": cases, "summary": summarize(cases), "settings": settings, "warnings": warnings}
 
 
 def summarize(cases: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | int | None]]:
@@ -276,28 +302,41 @@ def _listing(names: Sequence[str]) -> str:
     return shown if len(names) <= _MAX_LISTED else f"{shown}, ... and {len(names) - _MAX_LISTED} more"
 
 
-def _match(pred_folder: Path, truth_folder: Path, structure: str | None = None) -> list[_Pair]:
-    """Pair files by stem; any reference without prediction or prediction without reference is an error."""
+def _match(pred_folder: Path, truth_folder: Path, unused: list[Path], structure: str | None = None) -> list[_Pair]:
+    """Pair files by stem, else by the first ``_``/``-`` token of the stem when unique on both sides (DRIVE:
+    ``01_test`` with ``01_manual1``); a prediction without reference is an error, references without prediction
+    go to ``unused``."""
     preds, truths = _image_files(pred_folder), _image_files(truth_folder)
-    missing = sorted(truths.keys() - preds.keys())
-    extra = sorted(preds.keys() - truths.keys())
-    problems = []
-    if missing:
-        names = [truths[k].name for k in missing]
-        problems.append(f"no prediction in {pred_folder} for {len(missing)} reference file(s): {_listing(names)}")
+    pairs = {k: k for k in preds if k in truths}
+    lone_preds = [k for k in preds if k not in pairs]
+    lone_truths = [k for k in truths if k not in pairs]
+    pred_tokens, truth_tokens = Counter(map(_token, lone_preds)), Counter(map(_token, lone_truths))
+    by_token = {_token(k): k for k in lone_truths}
+    for k in lone_preds:
+        if pred_tokens[_token(k)] == 1 and truth_tokens[_token(k)] == 1:
+            pairs[k] = by_token[_token(k)]
+    extra = sorted(preds.keys() - pairs.keys())
     if extra:
         names = [preds[k].name for k in extra]
-        problems.append(f"{len(extra)} prediction file(s) in {pred_folder} match no reference: {_listing(names)}")
-    if problems:
-        raise MedsslError("; ".join(problems))
-    return [_Pair(case, preds[case], truths[case], structure) for case in sorted(truths)]
+        raise MedsslError(
+            f"{len(extra)} prediction file(s) in {pred_folder} match no reference in {truth_folder}: {_listing(names)}"
+        )
+    unused.extend(truths[k] for k in sorted(truths.keys() - set(pairs.values())))
+    return [_Pair(case, preds[case], truths[pairs[case]], structure) for case in sorted(preds)]
 
 
-def _label_map_pairs(pred_root: Path, truth_root: Path) -> list[_Pair]:
-    return _match(pred_root, truth_root)
+def _token(name: str) -> str:
+    return re.split(r"[_-]", name, maxsplit=1)[0]
 
 
-def _multi_label_pairs(pred_root: Path, truth_root: Path) -> list[_Pair]:
+def _label_map_pairs(pred_root: Path, truth_root: Path, unused: list[Path]) -> list[_Pair]:
+    pairs = _match(pred_root, truth_root, unused)
+    if not pairs:
+        raise MedsslError(f"no prediction in {pred_root} (nothing to score against {truth_root})")
+    return pairs
+
+
+def _multi_label_pairs(pred_root: Path, truth_root: Path, unused: list[Path]) -> list[_Pair]:
     """Pairs of every structure sub-folder, ordered by case, then structure."""
     structures = [p.name for p in _entries(truth_root) if _is_structure_dir(p)]
     predicted = {p.name for p in _entries(pred_root) if _is_structure_dir(p)}
@@ -313,9 +352,88 @@ def _multi_label_pairs(pred_root: Path, truth_root: Path) -> list[_Pair]:
             f"structure sub-folders differ: reference {truth_root} has {structures}, prediction {pred_root} "
             f"lacks {missing} and has unmatched {extra}"
         )
-    pairs = [pair for s in structures for pair in _match(pred_root / s, truth_root / s, s)]
+    pairs = [pair for s in structures for pair in _match(pred_root / s, truth_root / s, unused, s)]
+    if not pairs:
+        raise MedsslError(f"no prediction in the structure sub-folders of {pred_root} (nothing to score)")
     order = {s: i for i, s in enumerate(structures)}
     return sorted(pairs, key=lambda pair: (pair.case, order[pair.structure or ""]))
+
+
+def _display(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (a structure's file as ``heart/case1.png``)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _refuse_cluster_maps(pred_root: Path) -> None:
+    """Refuse the output folder of ``medssl segment``: its maps number clusters, they are not labels."""
+    marker = _json_object(pred_root / ".medssl-output.json")
+    run = _json_object(pred_root / "run.json")
+    if marker.get("kind") == "segment" or ("method" in run and "images" in run):
+        raise MedsslError(
+            f"{pred_root} holds cluster maps of `medssl segment` (clusters 1..K numbered by brightness, not labels); "
+            "score them with --protocol best-cluster (or border, darkest, paper-code), or evaluate the masks of "
+            f"its selected/ sub-folder (written with --select) against the truth"
+        )
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _check_pairs(pairs: Sequence[_Pair], labels: Mapping[int, str] | None) -> list[str]:
+    """Read every pair once before scoring: errors (unreadable, non-integer or non-finite values, shapes) are
+    raised together; geometry differences and prediction values absent from every reference are returned as
+    warnings."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    pred_values: dict[int, Path] = {}  # value -> first prediction holding it
+    truth_values: set[int] = set()
+    for pair in pairs:
+        read = []
+        for path in (pair.pred, pair.truth):
+            try:
+                read.append(read_label(path))
+            except MedsslError as exc:
+                errors.append(str(exc))
+        if len(read) < 2:
+            continue
+        (pred, pred_meta), (truth, truth_meta) = read
+        if pred.shape != truth.shape:
+            errors.append(
+                f"shape mismatch: prediction {pair.pred} has shape {pred.shape}, reference {pair.truth} has "
+                f"{truth.shape}"
+            )
+            continue
+        diff = geometry_difference(truth_meta, pred_meta)
+        if diff:
+            warnings.append(
+                f"geometry of prediction {pair.pred} differs from reference {pair.truth} ({diff}); "
+                "scored voxel by voxel as if aligned"
+            )
+        if pair.structure is None:
+            for v in np.unique(pred).tolist():
+                pred_values.setdefault(int(v), pair.pred)
+            truth_values.update(int(v) for v in np.unique(truth).tolist())
+    if errors:
+        shown = "\n  ".join(errors[:_MAX_LISTED])
+        more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
+        raise MedsslError(f"{len(errors)} problem(s) with the files to evaluate, nothing scored:\n  {shown}{more}")
+    known = truth_values | (set(labels) if labels is not None else set())
+    strange = sorted(v for v in pred_values if v not in known)
+    if strange:
+        warnings.append(
+            f"prediction value(s) {strange} occur in no reference (references hold {sorted(truth_values)}; e.g. "
+            f"{pred_values[strange[0]]}): scored as labels that are never right; cluster maps of `medssl segment` "
+            "need --protocol best-cluster"
+        )
+    return warnings
 
 
 def _read_pair(

@@ -3,6 +3,8 @@ maps with the input's geometry."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.data.check import nonfinite_problem
 from medssl.data.geometry import ImageMeta
-from medssl.data.io import image_suffix, stem, write_image
+from medssl.data.io import image_suffix, read_image, stem, write_image
+from medssl.data.layouts import Case
+from medssl.data.loading import load_image_channels
 from medssl.data.plan import Plan
 from medssl.data.preprocess import preprocess_image, probabilities_to_labels
 from medssl.errors import MedsslError
@@ -37,12 +42,35 @@ def build_network(plan: Plan) -> nn.Module:
 
 
 def load_trained_model(run_dir: str | Path) -> TrainedModel:
-    """Load ``plan.json`` and ``checkpoints/best.ckpt`` (else ``last.ckpt``) of a fine-tuning run."""
+    """Load ``plan.json`` and ``checkpoints/best.ckpt`` (else ``last.ckpt``) of a fine-tuning run.
+
+    Raises:
+        MedsslError: the folder does not exist, is a file, is a pretraining run or an experiment folder (each
+            said as such), lacks the plan or a checkpoint, or the checkpoint does not fit the plan's network.
+    """
     run = Path(run_dir)
+    if not run.exists():
+        raise MedsslError(f"model folder {run} does not exist (--model takes the folder of a `medssl finetune` run)")
+    if not run.is_dir():
+        raise MedsslError(f"{run} is a file; --model takes the folder of a `medssl finetune` run (its --out)")
+    pretraining = (
+        f"{run} is a pretraining run (medssl pretrain); predict needs a fine-tuning run (medssl finetune); "
+        "its encoder.pt is for finetune --init"
+    )
+    if (run / "experiment.yaml").is_file():
+        raise MedsslError(
+            f"{run} is a label-efficiency experiment; --model takes one of its fine-tuning runs, "
+            f"{run / 'finetune' / '<method>' / '<fraction>_seed<k>'}"
+        )
     plan_file = run / "plan.json"
     if not plan_file.is_file():
+        if (run / "encoder.pt").is_file():
+            raise MedsslError(pretraining)
         raise MedsslError(f"{run} is not a medssl fine-tuning run folder (no plan.json)")
     plan = Plan.load(plan_file)
+    # A pretraining run has a plan too (without classes) and exports encoder.pt; a fine-tuning run does neither.
+    if (run / "encoder.pt").is_file() or plan.out_channels < 1:
+        raise MedsslError(pretraining)
     ckpt = next(
         (p for p in (run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt") if p.is_file()), None
     )
@@ -59,11 +87,95 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     return TrainedModel(network, plan, ckpt)
 
 
+def input_problem(model: TrainedModel, image: np.ndarray, meta: ImageMeta, name: str) -> str | None:
+    """Why ``model`` cannot predict this image, in one line naming it; None when it can.
+
+    Refused: NaN or infinite values (the line ``medssl data check`` prints), and a dimensionality or channel count
+    other than the training images'.
+
+    Args:
+        model: the trained model.
+        image: the image as read, ``(C, *spatial)``.
+        meta: its geometry.
+        name: how to name the file.
+
+    Returns:
+        The problem, or None.
+    """
+    problem = nonfinite_problem(image, name)
+    if problem:
+        return problem
+    plan = model.plan
+    if image.ndim - 1 == plan.data_dims and image.shape[0] == plan.in_channels:
+        return None
+    trained_on = _training_data(model)
+    return (
+        f"the model expects {_image_kind(plan.data_dims, plan.in_channels)} images"
+        f"{f' (trained on {trained_on})' if trained_on else ''}; "
+        f"{name} is a {_image_kind(image.ndim - 1, image.shape[0])} image"
+    )
+
+
+def check_inputs(
+    model: TrainedModel, cases: list[Case], progress: Callable[[list[Case], str], Iterable[Case]] | None = None
+) -> dict[str, str]:
+    """Read every input once and say which ones ``model`` cannot predict, before any output is written.
+
+    Inputs are read again for prediction: reading is cheap beside the network, and keeping every volume of a
+    folder in memory is not.
+
+    Args:
+        model: the trained model.
+        cases: the inputs (``medssl.data.layouts.discover_input_cases``).
+        progress: ``wrap(items, what)`` progress bar.
+
+    Returns:
+        Case id -> its problem (``input_problem``, or the reader's message for an unreadable file), for the bad
+        ones.
+    """
+    bad: dict[str, str] = {}
+    for case in progress(cases, "checking inputs") if progress else cases:
+        try:
+            image, meta = read_input(case)
+        except MedsslError as exc:
+            bad[case.case_id] = str(exc)
+            continue
+        name = str(case.images[0] if len(case.images) == 1 else case.images[0].parent)
+        problem = input_problem(model, image, meta, name)
+        if problem:
+            bad[case.case_id] = problem
+    return bad
+
+
+def _image_kind(dims: int, channels: int) -> str:
+    colour = {1: "single-channel", 3: "RGB" if dims == 2 else "3-channel"}.get(channels, f"{channels}-channel")
+    return f"{dims}D {colour}"
+
+
+def _training_data(model: TrainedModel) -> str | None:
+    """The ``--data`` the model was fine-tuned on, from its run folder's ``command.json`` (None if unknown)."""
+    try:
+        data = json.loads((model.checkpoint.parents[1] / "command.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(data) if data else None
+
+
+def read_input(case: Case) -> tuple[np.ndarray, ImageMeta]:
+    """One input of ``medssl.data.layouts.discover_input_cases``: its file, or its channel files (a case folder)
+    stacked ``(C, *spatial)`` with the first file's geometry."""
+    return read_image(case.images[0]) if len(case.images) == 1 else load_image_channels(case.images)
+
+
 def predict_image(
     model: TrainedModel, image: np.ndarray, meta: ImageMeta, *, overlap: float = 0.25, sw_batch_size: int = 4
 ) -> np.ndarray:
     """Labels for one raw image ``(C, *spatial)`` on its own grid: a label map ``(*spatial)`` with the
-    training label values, or ``(S, *spatial)`` masks for multi-label models."""
+    training label values, or ``(S, *spatial)`` masks for multi-label models; an image the model cannot take
+    (``input_problem``) raises ``MedsslError``."""
+    problem = input_problem(model, image, meta, meta.source or "the image")
+    if problem:
+        raise MedsslError(problem)
     x = torch.from_numpy(preprocess_image(image, meta, model.plan))
     logits = predict_logits(model.network, x, model.plan, overlap=overlap, sw_batch_size=sw_batch_size)
     return probabilities_to_labels(activate(logits, model.plan), model.plan, meta)
