@@ -26,7 +26,7 @@ from medssl.pretrain.alignment import align_features, cs_align
 
 def _step(method: PretrainMethod, optimiser: torch.optim.Optimizer, batch: torch.Tensor, g: torch.Generator) -> None:
     optimiser.zero_grad(set_to_none=True)
-    method.training_step(batch, g)["loss"].backward()
+    method.losses(batch, g)["loss"].backward()
     optimiser.step()
     method.after_step(0, 1000)
 

@@ -37,7 +37,7 @@ def _time_steps(
         start = time.perf_counter()
         optimiser.zero_grad(set_to_none=True)
         with autocast:
-            loss = method.training_step(batch, g)["loss"]
+            loss = method.losses(batch, g)["loss"]
         loss.backward()
         optimiser.step()
         method.after_step(step, steps + 1)

@@ -50,7 +50,7 @@ def train(data: Tensor, views: Callable[..., tuple[Tensor, Tensor]], steps: int,
     losses, means = [], []
     for step in range(1, steps + 1):
         index = torch.randint(0, len(data), (batch,), generator=generator)
-        loss = method.training_step(data[index], generator)["loss"]
+        loss = method.losses(data[index], generator)["loss"]
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -52,7 +52,7 @@ def measure(case: dict[str, Any], rounds: int, steps: int) -> dict[str, Any]:
     optimisers = {m: torch.optim.AdamW(methods[m].parameters(), 1e-3) for m in METHODS}
 
     def step(m: str) -> None:
-        loss = methods[m].training_step(x, gen)["loss"]
+        loss = methods[m].losses(x, gen)["loss"]
         optimisers[m].zero_grad()
         loss.backward()
         optimisers[m].step()

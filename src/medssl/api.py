@@ -21,7 +21,7 @@ from medssl.engine.pretraining import PretrainResult, run_pretrain
 from medssl.engine.run_folder import check_output_location, prepare_output_dir, progress_bar, removed_on_failure
 from medssl.engine.trainer_setup import check_trainer_options
 from medssl.errors import MedsslError
-from medssl.metrics.evaluate import evaluate_folders, write_evaluation
+from medssl.evaluation import evaluate_folders, write_evaluation
 from medssl.networks.weights import load_checkpoint_file
 from medssl.segment.predict import check_inputs, load_trained_model, predict_image, read_input, write_prediction
 
@@ -271,11 +271,14 @@ def evaluate(
     """Score predictions against ground truth; writes JSON + per-case CSV when ``out`` is given (existing files
     are only replaced with ``overwrite``; never inside the ``pred``, ``truth`` or ``images`` folders).
 
-    ``protocol`` ``label-map`` scores label maps as they are; the cluster-map protocols of label-free
-    segmentation (``best-cluster``, ``border``, ``darkest``, ``paper-code``; see
-    ``medssl.labelfree.cluster_evaluation``) first pick one cluster per case and structure. ``darkest`` needs
-    the ``images``.
+    ``protocol`` (registry kind ``"evaluation"``, ``medssl list evaluation``): ``label-map`` scores label maps as
+    they are; the cluster-map protocols of label-free segmentation (``best-cluster``, ``border``, ``darkest``,
+    ``paper-code``; see ``medssl.labelfree.protocols``) first pick one cluster per case and structure.
+    ``darkest`` needs the ``images``.
     """
+    from medssl import registry
+
+    registry.get("evaluation", protocol)  # an unknown protocol is refused with the registered ones
     if out is not None:
         _check_evaluation_out(Path(out), overwrite, (pred, truth, images))
     if protocol == "label-map":
@@ -285,10 +288,8 @@ def evaluate(
         for warning in result["warnings"]:  # unused references, geometry, values no reference holds
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     else:
-        from medssl.labelfree.cluster_evaluation import PROTOCOLS, evaluate_clusters
+        from medssl.labelfree.cluster_evaluation import evaluate_clusters
 
-        if protocol not in PROTOCOLS:
-            raise MedsslError(f"unknown protocol {protocol!r}; choose one of label-map, {', '.join(PROTOCOLS)}")
         result = evaluate_clusters(
             pred, truth, protocol=protocol, images_dir=images, spacing_aware=spacing_aware, tolerance=tolerance
         )

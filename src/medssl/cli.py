@@ -21,20 +21,28 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, default_of
 from medssl.errors import MedsslError
 
+# Placeholders in help texts -> the registry kind whose names replace them.
+_REGISTERED = {
+    "{pretrain_methods}": "pretraining",
+    "{labelfree_methods}": "label-free",
+    "{evaluation_protocols}": "evaluation",
+}
+
 
 class _HelpFixes:
     """Help output of every command: flags shown as flags (typer prints ``<bool>`` after them, as if they took a
-    value), and ``{pretrain_methods}`` in a help text replaced by the registered methods, looked up only when help
-    is shown (the registry imports torch)."""
+    value), and the ``_REGISTERED`` placeholders in a help text replaced by the registered names of their kind,
+    looked up only when help is shown (the registered modules import torch)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         for param in self.get_params(ctx):  # type: ignore[attr-defined]
             if isinstance(param, TyperOption) and param.is_flag:
                 param.metavar = ""
-            if param.help and "{pretrain_methods}" in param.help:
-                from medssl.pretrain import names
+            for placeholder, kind in _REGISTERED.items():
+                if param.help and placeholder in param.help:
+                    from medssl import registry
 
-                param.help = param.help.replace("{pretrain_methods}", ", ".join(names()))
+                    param.help = param.help.replace(placeholder, ", ".join(registry.names(kind)))
         super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
@@ -296,9 +304,8 @@ def evaluate(
         str,
         typer.Option(
             "--protocol",
-            help="label-map (score label maps as they are); for cluster maps of `medssl segment`: best-cluster "
-            "(the cluster overlapping the truth most; the paper's), border or darkest (picked without the truth), "
-            "paper-code (S3-Net's public scoring, optimistic; for comparison only).",
+            help="Evaluation protocol: {evaluation_protocols}. label-map scores label maps as they are; the others "
+            "pick one cluster of each `medssl segment` cluster map (`medssl list evaluation` says how).",
         ),
     ] = "label-map",
     images: Annotated[Path | None, typer.Option("--images", help="Images (same stems), for protocol darkest.")] = None,
@@ -317,7 +324,9 @@ def evaluate(
         images=images,
         overwrite=overwrite,
     )
-    metrics = ["dice", "hm", "xor"] if protocol == "paper-code" else None
+    from medssl.labelfree.cluster_evaluation import metric_names
+
+    metrics = None if protocol == "label-map" else list(metric_names(protocol))
     title = f"{pred} vs {truth}" + ("" if protocol == "label-map" else f" ({protocol} protocol)")
     _print_summary(result["summary"], title, metrics)
     if out is not None:
@@ -328,7 +337,9 @@ def evaluate(
 def segment(
     input: Annotated[Path, typer.Option("--input", help="An image or a folder of 2D images.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the cluster maps.")],
-    method: Annotated[str, typer.Option("--method", help="s3 (S3-Net) or kmeans.")] = "s3",
+    method: Annotated[
+        str, typer.Option("--method", help="Label-free method: {labelfree_methods} (`medssl list label-free`).")
+    ] = "s3",
     clusters: Annotated[int | None, typer.Option("--clusters", help="Number of clusters K (default 2).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of S3Config/KMeansConfig options.")] = None,
     select: Annotated[
@@ -358,6 +369,31 @@ def segment(
         f"wrote {len(result.maps)} cluster map(s) to {result.out_dir} "
         f"({sum(seconds) / max(len(seconds), 1):.2f} s per image); overlays in {result.out_dir / 'overlays'}"
     )
+
+
+@app.command("list", cls=_Command)
+def list_registered(
+    kind: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this kind: pretraining, segmentation, label-free, evaluation or super-resolution.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """What is registered, per kind (pretraining methods, segmentation systems, label-free methods, evaluation
+    protocols), with one line on each."""
+    from medssl import registry
+
+    for shown in registry.kinds() if kind is None else [kind]:
+        entries = registry.names(shown)  # an unknown kind is refused with the known ones
+        out_console.print(f"[bold]{shown}[/bold] (used by: {registry.used_by(shown)})", highlight=False)
+        if not entries:
+            out_console.print("  none registered yet", highlight=False)
+        width = max((len(name) for name in entries), default=0)
+        for name in entries:
+            line = f"  {name.ljust(width)}  {registry.describe(shown, name)}"
+            out_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from medssl.errors import MedsslError
-from medssl.metrics.evaluate import evaluate_arrays, evaluate_folders, write_evaluation
+from medssl.evaluation import evaluate_folders, write_evaluation
+from medssl.metrics import evaluate_arrays
 from tests.metrics.test_surface import reference_hausdorff, reference_nsd
 
 SPACING = (2.0, 0.5, 3.0)  # NIfTI voxel size: row steps cost 2 mm, column steps 0.5 mm, slices 3 mm

@@ -15,7 +15,7 @@ from PIL import Image
 
 from medssl import api
 from medssl.errors import MedsslError
-from medssl.metrics.evaluate import evaluate_folders, write_evaluation
+from medssl.evaluation import evaluate_folders, write_evaluation
 
 
 def _png(path: Path, array: np.ndarray) -> Path:

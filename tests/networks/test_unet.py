@@ -53,13 +53,23 @@ def test_attributes_and_submodules() -> None:
 @pytest.mark.parametrize("dims", [2, 3])
 def test_default_widths_at_batch_one(dims: int) -> None:
     model = build_unet(dims, 1, 2)  # training mode: instance norm must cope with one sample and a 2^d deepest map
+    assert model.training and model.encoder.channels == (32, 64, 128, 256, 320)  # nnU-Net's default widths
+    seen: list[tuple[int, ...]] = []
+    model.encoder.register_forward_hook(lambda _m, _i, feats: seen.extend(tuple(f.shape) for f in feats))
     with torch.no_grad():  # forward only: a backward pass at these widths would dominate the test time
-        assert model(torch.randn(1, 1, *[32] * dims)).shape == (1, 2, *[32] * dims)
+        out = model(torch.randn(1, 1, *[32] * dims))
+    assert out.shape == (1, 2, *[32] * dims) and torch.isfinite(out).all()
+    assert seen[-1] == (1, 320, *[2] * dims)  # the deepest map: one sample, 2^d voxels
 
 
 @pytest.mark.parametrize("channels", [(8,), (4, 8), (2, 4, 4, 8, 8, 8)])
 def test_any_number_of_scales(channels: tuple[int, ...]) -> None:
     model = build_unet(2, 1, 2, channels=channels, norm="group", dropout=0.1)
+    scales = len(channels)
+    assert model.encoder.channels == channels and model.required_divisor == 2 ** (scales - 1)
+    assert len(model.decoder.ups) == len(model.decoder.blocks) == scales - 1  # one decoder stage per skip
+    features = model.encoder(torch.randn(2, 1, 32, 32))
+    assert [tuple(f.shape[1:]) for f in features] == [(c, 32 >> s, 32 >> s) for s, c in enumerate(channels)]
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2, 32, 32)
 
 
@@ -78,10 +88,14 @@ def test_deep_supervision(dims: int) -> None:
 
 
 def test_eval_mode_is_deterministic_and_no_grad() -> None:
-    model = build_unet(2, 1, 2, channels=SMALL).eval()
+    model = build_unet(2, 1, 2, channels=SMALL, dropout=0.5)
     x = torch.randn(1, 1, 16, 16)
+    assert not torch.allclose(model(x), model(x))  # training: dropout draws a new mask each time
+    model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x), model(x))
+        first, second = model(x), model(x)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # evaluation: no dropout, same output
+    assert not first.requires_grad and first.grad_fn is None  # no graph is built under no_grad
 
 
 class _PatchEncoder(Encoder):
@@ -113,10 +127,21 @@ def test_unet_around_custom_encoder(dims: int) -> None:
 
 
 def test_swapping_the_encoder_keeps_decoder_and_head_types() -> None:
-    a, b = build_unet(2, 1, 2, channels=SMALL), build_unet(2, 1, 2, channels=SMALL)
+    a, b = build_unet(2, 1, 2, channels=SMALL).eval(), build_unet(2, 1, 2, channels=SMALL).eval()
+    decoder, head = a.decoder, a.head
+    kept = {k: v.clone() for k, v in a.state_dict().items() if not k.startswith("encoder.")}
     a.encoder.load_state_dict(b.encoder.state_dict())
+    assert a.decoder is decoder and a.head is head
+    assert isinstance(a.decoder, UNetDecoder) and isinstance(a.head, UNetHead)
+    after = a.state_dict()
+    assert kept and all(torch.equal(after[k], v) for k, v in kept.items())  # decoder and head weights untouched
     x = torch.randn(1, 1, 16, 16)
-    torch.testing.assert_close(a.encoder(x)[-1], b.encoder(x)[-1])
+    with torch.no_grad():
+        for mine, theirs in zip(a.encoder(x), b.encoder(x), strict=True):
+            torch.testing.assert_close(mine, theirs)
+        # a now runs b's encoder under its own decoder and head.
+        torch.testing.assert_close(a(x), a.head(a.decoder(b.encoder(x))[0]))
+        assert not torch.allclose(a(x), b(x))
 
 
 def test_bad_arguments_raise() -> None:

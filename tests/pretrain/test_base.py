@@ -52,24 +52,24 @@ def test_views_callable_is_used_with_the_generator() -> None:
 
     method = SimCLR(2, 1, SMALL, views=views)
     generator = torch.Generator().manual_seed(0)
-    losses = method(images(2), generator)  # forward == training_step
+    losses = method.losses(images(2), generator)
     assert seen == [generator] and torch.isfinite(losses["loss"])
 
 
 def test_bad_batches_and_bad_views_raise() -> None:
     method = SimCLR(2, 1, SMALL)
     with pytest.raises(MedsslError, match="not divisible"):
-        method.training_step(torch.randn(2, 1, 18, 18))
+        method.losses(torch.randn(2, 1, 18, 18))
     with pytest.raises(MedsslError, match="expects input"):
-        method.training_step(torch.randn(2, 1, 16, 16, 16))
+        method.losses(torch.randn(2, 1, 16, 16, 16))
     method.views = lambda x, g: (x, x[:1])
     with pytest.raises(MedsslError, match="two tensors of one shape"):
-        method.training_step(images(2))
+        method.losses(images(2))
 
 
 def test_integer_images_are_converted() -> None:
     method = SimCLR(2, 1, SMALL, views=identity_views)
-    assert torch.isfinite(method.training_step((images(2) * 255).to(torch.uint8))["loss"])
+    assert torch.isfinite(method.losses((images(2) * 255).to(torch.uint8))["loss"])
 
 
 def test_default_after_step_changes_nothing() -> None:

@@ -61,7 +61,7 @@ def test_loss_is_symmetrised() -> None:
     x = images(2)
     view_b = x.flip(-1)
     method = BYOL(2, 1, SMALL, views=lambda batch, g: (batch, view_b))
-    loss = method.training_step(x)["loss"]
+    loss = method.losses(x)["loss"]
 
     def online(v: torch.Tensor) -> torch.Tensor:
         return method.predictor(method.projector.forward_map(method.encoder(v)[-1]))

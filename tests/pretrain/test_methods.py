@@ -25,7 +25,7 @@ def _create(name: str, dims: int) -> PretrainMethod:
 def test_training_step_contract(name: str, dims: int, tmp_path: Path) -> None:
     method = _create(name, dims)
     assert isinstance(method, PretrainMethod) and method.name == name
-    losses = method.training_step(images(dims, batch=2), torch.Generator().manual_seed(0))
+    losses = method.losses(images(dims, batch=2), torch.Generator().manual_seed(0))
     assert "loss" in losses and losses["loss"].shape == ()
     assert all(torch.isfinite(v).all() for v in losses.values())
     losses["loss"].backward()

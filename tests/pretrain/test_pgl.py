@@ -16,10 +16,10 @@ from medssl.cli import app
 from medssl.data.views import overlap_fraction
 from medssl.errors import MedsslError
 from medssl.networks import ResNetEncoder, UNetEncoder, load_encoder
+from medssl.networks.heads import ConvProjectionHead
 from medssl.pretrain import registry
 from medssl.pretrain.alignment import align_features, cs_align
 from medssl.pretrain.byol import cosine_momentum
-from medssl.pretrain.heads import ConvProjectionHead
 from medssl.pretrain.losses import byol_loss
 from medssl.pretrain.pgl import PGL, PGLViews, _generator, local_consistency_loss
 from tests.pretrain.conftest import SIZE, SMALL, images
@@ -80,7 +80,7 @@ def test_presets() -> None:
 def test_paper_preset_trains_in_2d() -> None:
     method = PGL(2, 1, preset="paper")
     assert isinstance(method.encoder, ResNetEncoder) and method.encoder.axis_strides[-1] == (16, 16)
-    losses = method.training_step(torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    losses = method.losses(torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0))
     assert torch.isfinite(losses["loss"])
 
 
@@ -90,7 +90,7 @@ def test_gradients_flow_only_through_the_online_path(dims: int) -> None:
     target = [*method.target_encoder.parameters(), *method.target_projector.parameters()]
     for p in target:
         p.requires_grad_(True)  # even then nothing may reach them: the target runs without autograd
-    losses = method.training_step(images(dims), torch.Generator().manual_seed(1))
+    losses = method.losses(images(dims), torch.Generator().manual_seed(1))
     assert set(losses) == {"loss", "local", "global"} and all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     assert all(p.grad is None for p in target)
@@ -102,7 +102,7 @@ def test_loss_is_the_symmetrised_local_loss() -> None:
     views = PGLViews(intensity=False)
     method = PGL(2, 1, SMALL, views=views, global_weight=0.25)
     x = images(2)
-    losses = method.training_step(x, torch.Generator().manual_seed(3))
+    losses = method.losses(x, torch.Generator().manual_seed(3))
     v1, v2, r1, r2 = views(x, torch.Generator().manual_seed(3))
     online = method.encoder(torch.cat((v1, v2)))[-1]
     target = method.target_encoder(torch.cat((v1, v2)))[-1]

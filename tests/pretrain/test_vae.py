@@ -30,7 +30,7 @@ def test_reparameterise_uses_mean_and_variance() -> None:
 def test_loss_combines_recon_and_normalised_kl() -> None:
     method = VAE(2, 1, SMALL, beta=0.7, views=identity_views)
     x = images(2)
-    out = method.training_step(x, torch.Generator().manual_seed(0))
+    out = method.losses(x, torch.Generator().manual_seed(0))
     assert set(out) == {"loss", "recon", "kl"}
     torch.testing.assert_close(out["loss"], out["recon"] + 0.7 * out["kl"] / x[0].numel())
     mu, logvar = method.encode(x)
@@ -43,7 +43,7 @@ def test_contrastive_term_on_latent_means() -> None:
     x = images(2)
     view_b = x.flip(-1)
     method = VAE(2, 1, SMALL, beta=0.0, contrastive_weight=2.0, views=lambda batch, g: (batch, view_b))
-    out = method.training_step(x)
+    out = method.losses(x)
     assert set(out) == {"loss", "recon", "kl", "contrastive"}
     mu, _ = method.encode(torch.cat((x, view_b)))
     assert method.projector is not None

@@ -11,7 +11,8 @@ import numpy as np
 from medssl.data.loading import LoadedCase
 from medssl.data.plan import Plan
 from medssl.engine.plots import OverlayCase, save_overlays
-from medssl.metrics.evaluate import binary_metrics, evaluate_arrays, summarize, write_evaluation
+from medssl.evaluation.report import write_evaluation
+from medssl.metrics.label_maps import binary_metrics, evaluate_arrays, summarize
 from medssl.segment.predict import TrainedModel, predict_image, write_prediction
 
 

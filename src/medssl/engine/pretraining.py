@@ -8,7 +8,6 @@ Labels in the dataset are ignored. The exported ``RUN/encoder.pt`` has the plan'
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -17,11 +16,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
-from torch import Tensor
 from torch.utils.data import DataLoader
 
 from medssl.config import PretrainConfig, save_config
@@ -31,6 +28,7 @@ from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import preprocess_image
 from medssl.data.sampling import PatchDataset
 from medssl.engine.checkpoint_io import SafeCheckpointIO
+from medssl.engine.module import SCHEDULES, SystemModule
 from medssl.engine.plots import plot_training_curves
 from medssl.engine.resume import ResumableTraining, say_where_resumed
 from medssl.engine.run_folder import (
@@ -49,11 +47,10 @@ from medssl.pretrain import PretrainMethod, create, get
 
 __all__ = ["SCHEDULES", "PretrainModule", "PretrainResult", "run_pretrain"]
 
-SCHEDULES = ("cosine", "poly")
 
-
-class PretrainModule(L.LightningModule):
-    """Lightning wrapper that trains any ``PretrainMethod`` with AdamW and a warm-up + decay schedule.
+class PretrainModule(SystemModule):
+    """``SystemModule`` for a ``PretrainMethod``, kept as ``method`` (checkpoint keys ``method.*``, which
+    ``medssl.networks.weights`` reads): AdamW and a warm-up + decay schedule.
 
     Every loss the method returns is logged: ``"loss"`` as ``train_loss``, the others as ``train_<name>``.
 
@@ -75,38 +72,22 @@ class PretrainModule(L.LightningModule):
         schedule: str = "cosine",
         warmup_steps: int = 0,
     ) -> None:
-        super().__init__()
-        if schedule not in SCHEDULES:
-            raise MedsslError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-        self.method = method
-        self.lr, self.weight_decay = lr, weight_decay
-        self.max_steps, self.schedule, self.warmup_steps = max_steps, schedule, warmup_steps
+        super().__init__(
+            method,
+            name="method",
+            lr=lr,
+            weight_decay=weight_decay,
+            max_steps=max_steps,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+        )
 
-    def training_step(self, batch: Tensor | tuple[Tensor, ...] | list[Tensor], batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, tuple | list) else batch
-        losses = self.method(x)  # through forward, so that DDP sees the call
-        if "loss" not in losses:
-            raise MedsslError(f"{type(self.method).__name__}.training_step returned no 'loss' (got {sorted(losses)})")
-        for name, value in losses.items():
-            key = "train_loss" if name == "loss" else f"train_{name}"
-            self.log(key, value.detach(), on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=len(x))
-        return losses["loss"]
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Lightning has already counted the step: global_step - 1 is the 0-based index of the step just taken.
-        self.method.after_step(max(self.global_step - 1, 0), self.max_steps)
-
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier at optimiser step ``step``."""
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        t = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
-        return 0.5 * (1 + math.cos(math.pi * t)) if self.schedule == "cosine" else max(0.0, 1 - t) ** 0.9
-
-    def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.method.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    @property
+    def method(self) -> PretrainMethod:
+        """The method being trained."""
+        method = self.system
+        assert isinstance(method, PretrainMethod)
+        return method
 
 
 @dataclass

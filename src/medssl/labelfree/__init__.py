@@ -1,13 +1,13 @@
 """Annotation-free segmentation: S3-Net and a k-means baseline, and the protocols that score cluster maps.
 
-- ``s3_segment(image, S3Config(...))``: S3-Net's per-image optimisation (``s3``, ``s3net``, ``s3_losses``,
-  ``ilka``, ``deformable``).
+- ``s3_segment(image, S3Config(...))``: S3-Net's per-image optimisation (``s3``, ``s3_losses``; the network is
+  ``medssl.networks.s3_blocks``).
 - ``kmeans_segment(image, KMeansConfig(...))``: k-means on pixel colours/intensities (and position).
 - ``prepare_image``: working size, colour space, field of view, hair removal (shared by both).
 - ``segment_folder``: the ``medssl segment`` runner; ``evaluate_clusters``: ``medssl evaluate --protocol ...``.
 """
 
-from medssl.labelfree.cluster_evaluation import PROTOCOLS, evaluate_clusters, score_clusters
+from medssl.labelfree.cluster_evaluation import evaluate_clusters, score_clusters
 from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config, resolve_method_config
 from medssl.labelfree.kmeans import kmeans, kmeans_segment
 from medssl.labelfree.preprocess import PreparedImage, prepare_image
@@ -16,7 +16,6 @@ from medssl.labelfree.s3 import s3_segment
 from medssl.labelfree.segment import SegmentResult, segment_folder
 
 __all__ = [
-    "PROTOCOLS",
     "ClusterResult",
     "KMeansConfig",
     "LabelFreeConfig",

@@ -1,7 +1,7 @@
 """Scoring folders of cluster maps against ground truth under an evaluation protocol.
 
 Cluster maps (one per image, ``0`` = not clustered, clusters ``1..K``) are matched to the references by file
-stem, as in ``medssl.metrics.evaluate``; every reference needs a cluster map (maps without a reference are
+stem, as in ``medssl.evaluation``; every reference needs a cluster map (maps without a reference are
 ignored: a folder is often segmented whole while only some images have labels). The reference folder is a
 label-map folder (each non-zero value is a structure, e.g. a 0/255 lesion mask) or has one sub-folder of
 binary masks per structure. For every case and structure the protocol (``medssl.labelfree.protocols``) picks
@@ -22,26 +22,17 @@ import numpy.typing as npt
 
 from medssl.data.io import read_image, read_label
 from medssl.errors import MedsslError
+from medssl.evaluation.folders import LABEL_MAP, image_files, reference_layout, structure_dirs
 from medssl.labelfree.preprocess import image_lightness
-from medssl.labelfree.protocols import SELECTION_PROTOCOLS, cluster_ids, paper_code_scores, select_cluster
-from medssl.metrics.evaluate import LABEL_MAP, METRICS, binary_metrics, image_files, reference_layout, structure_dirs
+from medssl.labelfree.protocols import cluster_ids, cluster_protocol, paper_code_scores, select_cluster
+from medssl.metrics.label_maps import METRICS, binary_metrics
 
-PROTOCOLS = (*SELECTION_PROTOCOLS, "paper-code")
 PAPER_CODE_METRICS = ("dice", "hm", "xor")
-PROTOCOL_NOTES = {
-    "best-cluster": "the cluster overlapping the ground truth most is the prediction (the paper's protocol)",
-    "border": "the cluster touching the image or field-of-view border least is the prediction (no ground truth)",
-    "darkest": "the cluster of lowest mean lightness is the prediction (no ground truth)",
-    "paper-code": (
-        "S3-Net's public code, for comparison only: best-overlap cluster multiplied by the ground truth dilated "
-        "twice with a 5x5 kernel (optimistic), hm = 1 - IoU (not a Hausdorff distance)"
-    ),
-}
 
 
 def metric_names(protocol: str) -> tuple[str, ...]:
     """The metrics a protocol reports."""
-    return PAPER_CODE_METRICS if protocol == "paper-code" else METRICS
+    return PAPER_CODE_METRICS if cluster_protocol(protocol).paper_code else METRICS
 
 
 def score_clusters(
@@ -58,7 +49,7 @@ def score_clusters(
     Args:
         labels: ``(H, W)`` cluster map.
         truth: ``(H, W)`` binary ground truth.
-        protocol: one of ``PROTOCOLS``.
+        protocol: a registered cluster-map protocol (``medssl.labelfree.protocols.cluster_protocols()``).
         lightness: ``(H, W)`` image lightness, needed by ``darkest``.
         spacing: pixel size for the distances (None: pixels).
         tolerance: NSD tolerance.
@@ -66,14 +57,11 @@ def score_clusters(
     Returns:
         ``{"cluster": value, "n_clusters": int, <metric>: value, ...}`` with ``metric_names(protocol)``.
     """
-    if protocol not in PROTOCOLS:
-        raise MedsslError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    chosen = cluster_protocol(protocol)
     mask = np.asarray(truth).astype(bool)
     cluster = select_cluster(protocol, labels, mask, lightness)
     pred = labels == cluster if cluster else np.zeros(mask.shape, dtype=bool)
-    values = (
-        paper_code_scores(pred, mask) if protocol == "paper-code" else binary_metrics(pred, mask, spacing, tolerance)
-    )
+    values = paper_code_scores(pred, mask) if chosen.paper_code else binary_metrics(pred, mask, spacing, tolerance)
     return {"cluster": cluster, "n_clusters": len(cluster_ids(labels)), **values}
 
 
@@ -91,7 +79,7 @@ def evaluate_clusters(
     Args:
         pred_dir: folder of cluster maps (``medssl segment`` output).
         truth_dir: reference folder (label maps, or one sub-folder of binary masks per structure).
-        protocol: one of ``PROTOCOLS``.
+        protocol: a registered cluster-map protocol (``medssl.labelfree.protocols.cluster_protocols()``).
         images_dir: the images, matched by stem (needed by ``darkest``).
         spacing_aware: distances in mm where the reference has physical spacing.
         tolerance: NSD tolerance (mm or px).
@@ -103,10 +91,9 @@ def evaluate_clusters(
     Raises:
         MedsslError: unknown protocol, missing images for ``darkest``, unmatched files or shape mismatches.
     """
-    if protocol not in PROTOCOLS:
-        raise MedsslError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if protocol == "darkest" and images_dir is None:
-        raise MedsslError("protocol darkest needs the images: pass --images DIR")
+    chosen = cluster_protocol(protocol)
+    if chosen.needs_images and images_dir is None:
+        raise MedsslError(f"protocol {protocol} needs the images: pass --images DIR")
     layout = reference_layout(truth_dir)
     references = _references(Path(truth_dir), layout)
     preds = image_files(pred_dir)
@@ -115,7 +102,7 @@ def evaluate_clusters(
     cases: list[dict[str, Any]] = []
     for case, structures in references.items():
         labels, _ = read_label(preds[case])
-        lightness = _lightness(images, case, labels.shape) if protocol == "darkest" else None
+        lightness = _lightness(images, case, labels.shape) if chosen.needs_images else None
         for name, path in structures:
             truth, meta = read_label(path)
             if truth.shape != labels.shape:
@@ -130,7 +117,7 @@ def evaluate_clusters(
                 cases.append({"case": case, "label": key, **scores})
     settings = {
         "protocol": protocol,
-        "note": PROTOCOL_NOTES[protocol],
+        "note": chosen.description,
         "layout": layout,
         "pred_dir": str(pred_dir),
         "truth_dir": str(truth_dir),

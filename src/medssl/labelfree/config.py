@@ -9,15 +9,23 @@ factor 16. Where our defaults differ (learning rate, start, channels, stride), t
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
+from medssl import registry
 from medssl.config import load_yaml, resolve
 from medssl.errors import MedsslError
 from medssl.labelfree.preprocess import COLOUR_SPACES
 
-METHODS = ("s3", "kmeans")
+if TYPE_CHECKING:
+    from medssl.labelfree.regions import ClusterResult
+
 S3_STARTS = ("argmax", "kmeans")
 
 
@@ -204,20 +212,48 @@ class S3Config(LabelFreeConfig):
             raise MedsslError(f"scale_range must be two positive numbers, low first, not {self.scale_range}")
 
 
+@dataclass(frozen=True)
+class LabelFreeMethod:
+    """A label-free method as registered (``medssl.registry`` kind ``"label-free"``, e.g.
+    ``register_object("label-free", "kmeans", LabelFreeMethod(KMeansConfig, kmeans_segment))``).
+
+    Attributes:
+        config: its settings class (``resolve_method_config`` builds it from defaults < YAML < overrides).
+        segment: ``segment(image, config)``: the cluster map of one ``(C, H, W)`` picture.
+    """
+
+    config: type[LabelFreeConfig]
+    segment: Callable[[npt.NDArray[np.generic], Any], ClusterResult]
+
+    @property
+    def description(self) -> str:
+        """The first line of the settings class's docstring (for ``medssl list``)."""
+        return (inspect.getdoc(self.config) or "").split("\n\n")[0]
+
+
+def label_free_method(method: str) -> LabelFreeMethod:
+    """The registered label-free method ``method``.
+
+    Raises:
+        MedsslError: unknown method; the message lists the registered ones.
+    """
+    found: LabelFreeMethod = registry.get("label-free", method)
+    return found
+
+
 def resolve_method_config(method: str, yaml_path: str | Path | None = None, **overrides: Any) -> LabelFreeConfig:
-    """The checked settings of ``method`` (``s3`` or ``kmeans``) from defaults < YAML < ``overrides``.
+    """The checked settings of ``method`` (a registered label-free method, e.g. ``s3`` or ``kmeans``) from
+    defaults < YAML < ``overrides``.
 
     Raises:
         MedsslError: unknown method, unknown option, or an invalid value.
     """
-    classes: dict[str, type[LabelFreeConfig]] = {"s3": S3Config, "kmeans": KMeansConfig}
-    if method not in classes:
-        raise MedsslError(f"unknown label-free method {method!r}; choose one of {', '.join(METHODS)}")
+    config_class = label_free_method(method).config
     from_file = load_yaml(yaml_path) if yaml_path is not None else {}
     saved_method = from_file.pop("method", method)  # the config.yaml of an output folder names its method
     if saved_method != method:
         raise MedsslError(f"config file {yaml_path} is for method {saved_method!r}, not {method!r}")
     given = {key: value for key, value in overrides.items() if value is not None}
-    config = resolve(classes[method], None, **{**from_file, **given})
+    config = resolve(config_class, None, **{**from_file, **given})
     config.check()
     return config

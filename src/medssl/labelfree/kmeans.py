@@ -12,7 +12,8 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from medssl.labelfree.config import KMeansConfig, LabelFreeConfig
+from medssl import registry
+from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, LabelFreeMethod
 from medssl.labelfree.preprocess import PreparedImage, prepare_image
 from medssl.labelfree.regions import ClusterResult, finish_clusters
 
@@ -123,3 +124,6 @@ def kmeans_segment(image: npt.NDArray[np.generic], config: KMeansConfig | None =
     labels = np.zeros(prepared.valid.shape, dtype=np.int64)
     labels[prepared.valid] = assignment + 1
     return finish_clusters(labels, prepared, cfg.clusters, cfg.min_region, iterations=0, start=start)
+
+
+registry.register_object("label-free", "kmeans", LabelFreeMethod(KMeansConfig, kmeans_segment))

@@ -18,14 +18,19 @@ positive farther than 4 pixels from the truth), and its "hm" is ``1 - IoU``, not
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from medssl import registry
 from medssl.errors import MedsslError
 from medssl.metrics.overlap import dice, xor_error
 
-SELECTION_PROTOCOLS = ("best-cluster", "border", "darkest")
+# (cluster map, ground truth or None, lightness or None) -> the selected cluster (0: none).
+Selector = Callable[[npt.NDArray[np.integer], npt.ArrayLike | None, npt.NDArray[np.floating] | None], int]
 # Border zone width as a share of the shorter image side (at least 2 pixels).
 _BORDER_SHARE = 0.02
 
@@ -102,29 +107,88 @@ def darkest_cluster(labels: npt.NDArray[np.integer], lightness: npt.NDArray[np.f
     return min(ids, key=lambda i: (sums[i] / sizes[i], i))
 
 
+@dataclass(frozen=True)
+class ClusterProtocol:
+    """An evaluation protocol for cluster maps (``medssl.registry`` kind ``"evaluation"``): which cluster is the
+    prediction, and how it is scored.
+
+    Attributes:
+        description: one line, shown by ``medssl list`` and written into the evaluation's settings.
+        select: picks the cluster; it gets the ground truth only when ``needs_truth``, the image lightness only
+            when ``needs_images``.
+        needs_truth: the selection uses the ground truth (so ``medssl segment --select`` cannot use it).
+        needs_images: the selection uses the images (``medssl evaluate --images``).
+        paper_code: scored the way S3-Net's public code scores (``paper_code_scores``) instead of the project's
+            metrics.
+    """
+
+    description: str
+    select: Selector
+    needs_truth: bool = False
+    needs_images: bool = False
+    paper_code: bool = False
+
+
+def cluster_protocol(name: str) -> ClusterProtocol:
+    """The registered protocol ``name`` that scores cluster maps.
+
+    Raises:
+        MedsslError: unknown protocol, or one that scores label maps (``label-map``).
+    """
+    found = registry.get("evaluation", name)
+    if not isinstance(found, ClusterProtocol):
+        raise MedsslError(
+            f"protocol {name!r} does not score cluster maps; choose one of {', '.join(cluster_protocols())}"
+        )
+    return found
+
+
+def cluster_protocols(*, without_truth: bool = False) -> list[str]:
+    """The registered protocols for cluster maps, sorted; ``without_truth``: only those that select without the
+    ground truth (the rules of ``medssl segment --select``)."""
+    return [
+        name
+        for name in registry.names("evaluation")
+        if isinstance(found := registry.get("evaluation", name), ClusterProtocol)
+        and not (without_truth and found.needs_truth)
+    ]
+
+
 def select_cluster(
     protocol: str,
     labels: npt.NDArray[np.integer],
     truth: npt.ArrayLike | None = None,
     lightness: npt.NDArray[np.floating] | None = None,
 ) -> int:
-    """The cluster a protocol takes as the prediction (``SELECTION_PROTOCOLS``; ``paper-code`` selects like
-    ``best-cluster``).
+    """The cluster a registered cluster-map protocol takes as the prediction.
 
     Raises:
         MedsslError: unknown protocol, or the input it needs (truth, lightness) is missing.
     """
-    if protocol in ("best-cluster", "paper-code"):
-        if truth is None:
-            raise MedsslError(f"protocol {protocol} needs the ground truth")
-        return best_overlap_cluster(labels, truth)
-    if protocol == "border":
-        return border_cluster(labels)
-    if protocol == "darkest":
-        if lightness is None:
-            raise MedsslError("protocol darkest needs the images (--images)")
-        return darkest_cluster(labels, lightness)
-    raise MedsslError(f"unknown protocol {protocol!r}; choose one of {', '.join((*SELECTION_PROTOCOLS, 'paper-code'))}")
+    chosen = cluster_protocol(protocol)
+    if chosen.needs_truth and truth is None:
+        raise MedsslError(f"protocol {protocol} needs the ground truth")
+    if chosen.needs_images and lightness is None:
+        raise MedsslError(f"protocol {protocol} needs the images (--images)")
+    return chosen.select(labels, truth, lightness)
+
+
+def _by_overlap(
+    labels: npt.NDArray[np.integer], truth: npt.ArrayLike | None, _: npt.NDArray[np.floating] | None
+) -> int:
+    assert truth is not None  # needs_truth: select_cluster checked it
+    return best_overlap_cluster(labels, truth)
+
+
+def _by_border(labels: npt.NDArray[np.integer], _: npt.ArrayLike | None, __: npt.NDArray[np.floating] | None) -> int:
+    return border_cluster(labels)
+
+
+def _by_lightness(
+    labels: npt.NDArray[np.integer], _: npt.ArrayLike | None, lightness: npt.NDArray[np.floating] | None
+) -> int:
+    assert lightness is not None  # needs_images: select_cluster checked it
+    return darkest_cluster(labels, lightness)
 
 
 def paper_code_scores(pred: npt.ArrayLike, truth: npt.ArrayLike) -> dict[str, float | None]:
@@ -149,3 +213,41 @@ def paper_code_scores(pred: npt.ArrayLike, truth: npt.ArrayLike) -> dict[str, fl
     union = int((masked | t).sum())
     iou = int((masked & t).sum()) / union if union else 1.0
     return {"dice": dice(masked, t), "hm": 1.0 - iou, "xor": xor_error(masked, t)}
+
+
+registry.register_object(
+    "evaluation",
+    "best-cluster",
+    ClusterProtocol(
+        "the cluster overlapping the ground truth most is the prediction (the paper's protocol)",
+        _by_overlap,
+        needs_truth=True,
+    ),
+)
+registry.register_object(
+    "evaluation",
+    "border",
+    ClusterProtocol(
+        "the cluster touching the image or field-of-view border least is the prediction (no ground truth)", _by_border
+    ),
+)
+registry.register_object(
+    "evaluation",
+    "darkest",
+    ClusterProtocol(
+        "the cluster of lowest mean lightness is the prediction (no ground truth)",
+        _by_lightness,
+        needs_images=True,
+    ),
+)
+registry.register_object(
+    "evaluation",
+    "paper-code",
+    ClusterProtocol(
+        "S3-Net's public code, for comparison only: best-overlap cluster multiplied by the ground truth dilated "
+        "twice with a 5x5 kernel (optimistic), hm = 1 - IoU (not a Hausdorff distance)",
+        _by_overlap,
+        needs_truth=True,
+        paper_code=True,
+    ),
+)

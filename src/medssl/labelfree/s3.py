@@ -24,7 +24,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from medssl.labelfree.config import S3Config
+from medssl import registry
+from medssl.labelfree.config import LabelFreeMethod, S3Config
 from medssl.labelfree.kmeans import kmeans, prepared_features
 from medssl.labelfree.regions import ClusterResult, finish_clusters
 from medssl.labelfree.s3_losses import (
@@ -35,7 +36,7 @@ from medssl.labelfree.s3_losses import (
     spatial_consistency_loss,
     transform_pair,
 )
-from medssl.labelfree.s3net import S3Net
+from medssl.networks.s3_blocks import S3Net
 
 
 def standardise(features: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_]) -> Tensor:
@@ -194,3 +195,6 @@ def optimise(
         if step >= config.min_iterations and (n_clusters <= config.clusters or changed < config.stop_change):
             break
     return labels, history
+
+
+registry.register_object("label-free", "s3", LabelFreeMethod(S3Config, s3_segment))

@@ -28,15 +28,12 @@ from medssl.data.loading import bad_inputs_error, print_skipped_inputs
 from medssl.engine.plots import OverlayCase, save_overlays
 from medssl.engine.run_folder import prepare_output_dir, progress_bar, save_json
 from medssl.errors import MedsslError
-from medssl.labelfree.config import KMeansConfig, LabelFreeConfig, S3Config
-from medssl.labelfree.kmeans import kmeans_segment
+from medssl.labelfree.config import LabelFreeConfig, label_free_method
 from medssl.labelfree.preprocess import image_lightness
-from medssl.labelfree.protocols import border_cluster, darkest_cluster
+from medssl.labelfree.protocols import cluster_protocol, cluster_protocols, select_cluster
 from medssl.labelfree.regions import ClusterResult
-from medssl.labelfree.s3 import s3_segment
 from medssl.segment.predict import output_suffix, prediction_name
 
-SELECT_RULES = ("border", "darkest")
 _PER_PAGE = 9
 
 
@@ -60,12 +57,12 @@ class SegmentResult:
 
 
 def segment_image(image: npt.NDArray[np.generic], method: str, config: LabelFreeConfig) -> ClusterResult:
-    """Run ``method`` (``s3`` or ``kmeans``) with its ``config`` on a ``(C, H, W)`` picture."""
-    if method == "s3" and isinstance(config, S3Config):
-        return s3_segment(image, config)
-    if method == "kmeans" and isinstance(config, KMeansConfig):
-        return kmeans_segment(image, config)
-    raise MedsslError(f"method {method!r} does not match settings of type {type(config).__name__}")
+    """Run the registered label-free ``method`` (e.g. ``s3``, ``kmeans``) with its ``config`` on a ``(C, H, W)``
+    picture."""
+    chosen = label_free_method(method)
+    if not isinstance(config, chosen.config):
+        raise MedsslError(f"method {method!r} does not match settings of type {type(config).__name__}")
+    return chosen.segment(image, config)
 
 
 def segment_folder(
@@ -87,9 +84,9 @@ def segment_folder(
     Args:
         input_path: an image or a folder of images (2D pictures or 2D NIfTI/NRRD/MHA; 1 or 3 channels).
         out: output folder; an existing non-empty one is refused unless ``overwrite``.
-        method: ``s3`` or ``kmeans``.
+        method: a registered label-free method (``s3``, ``kmeans``).
         config: the method's resolved settings.
-        select: also write the cluster picked by this no-ground-truth rule (``border`` or ``darkest``).
+        select: also write the cluster picked by this no-ground-truth protocol (``border`` or ``darkest``).
         overwrite: replace an existing output folder.
         quiet: no progress bar.
         skip_bad_inputs: leave out the inputs that would be refused (listed at the end and in ``run.json``).
@@ -101,8 +98,9 @@ def segment_folder(
         MedsslError: no input image, an input that is unreadable, holds NaN/inf, is 3D or has other than 1 or 3
             channels (unless ``skip_bad_inputs``), an unknown rule, or an existing output.
     """
-    if select is not None and select not in SELECT_RULES:
-        raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(SELECT_RULES)}")
+    rules = cluster_protocols(without_truth=True)
+    if select is not None and select not in rules:
+        raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(rules)}")
     inputs = discover_inputs(Path(input_path))
     bad = _check_inputs(inputs, quiet)
     if bad and not skip_bad_inputs:
@@ -180,9 +178,8 @@ def _record(name: str, clusters: ClusterResult) -> dict[str, Any]:
 
 
 def _select(rule: str, clusters: ClusterResult, image: npt.NDArray[np.generic]) -> int:
-    if rule == "border":
-        return border_cluster(clusters.labels)
-    return darkest_cluster(clusters.labels, image_lightness(image))
+    lightness = image_lightness(image) if cluster_protocol(rule).needs_images else None
+    return select_cluster(rule, clusters.labels, None, lightness)
 
 
 def _overlay_case(

@@ -1,4 +1,4 @@
-"""Segmentation metrics: overlap, surface distances, and folder-level evaluation.
+"""Segmentation metrics: pure functions of arrays (overlap, surface distances, per-label metrics of label maps).
 
 Array functions take masks of equal shape (non-zero is foreground) and ``spacing`` (per axis; None = 1, i.e.
 distances in voxels). Empty-mask rules:
@@ -15,10 +15,11 @@ convention). NSD (Nikolov et al. 2021) counts surface voxels, each weighing 1 (M
 ``compute_surface_dice`` with ``use_subvoxels=False``), rather than weighting surfels by area.
 
 Modules: ``overlap`` (dice, xor_error), ``surface`` (surface extraction, distances, hausdorff, NSD),
-``evaluate`` (``evaluate_arrays``, ``evaluate_folders``, ``write_evaluation``: CSV/JSON reports).
+``label_maps`` (``binary_metrics``, ``evaluate_arrays``, ``summarize``). Reading and matching folders and writing
+CSV/JSON reports is ``medssl.evaluation``'s.
 """
 
-from medssl.metrics.evaluate import binary_metrics, evaluate_arrays, evaluate_folders, summarize, write_evaluation
+from medssl.metrics.label_maps import METRICS, MetricValues, binary_metrics, evaluate_arrays, summarize
 from medssl.metrics.overlap import dice, xor_error
 from medssl.metrics.surface import (
     hausdorff,
@@ -30,10 +31,11 @@ from medssl.metrics.surface import (
 )
 
 __all__ = [
+    "METRICS",
+    "MetricValues",
     "binary_metrics",
     "dice",
     "evaluate_arrays",
-    "evaluate_folders",
     "hausdorff",
     "hausdorff_from_distances",
     "normalized_surface_dice",
@@ -41,6 +43,5 @@ __all__ = [
     "summarize",
     "surface_distances",
     "surface_voxels",
-    "write_evaluation",
     "xor_error",
 ]

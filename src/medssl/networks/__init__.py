@@ -1,4 +1,6 @@
-"""medssl.networks: dimension-agnostic (2D/3D) encoders, the U-Net and encoder weight files.
+"""medssl.networks: dimension-agnostic (2D/3D) encoders, the U-Net and encoder weight files, and the parts of
+other systems: pretraining heads (``heads``) and reconstruction decoder (``decoders``), S3-Net's network
+(``s3_blocks``, 2D) and its deformable convolution (``deformable``).
 
 ``Encoder`` is the contract shared by networks and pretraining methods; ``layers`` is the only module that maps
 ``spatial_dims`` to layer classes.

@@ -25,6 +25,7 @@ __all__ = [
     "SPATIAL_DIMS",
     "ConvNormAct",
     "act",
+    "adaptive_avg_pool",
     "check_spatial_dims",
     "conv",
     "conv_transpose",
@@ -50,6 +51,10 @@ _POOL: dict[str, dict[int, type[nn.Module]]] = {
     "max": {2: nn.MaxPool2d, 3: nn.MaxPool3d},
     "avg": {2: nn.AvgPool2d, 3: nn.AvgPool3d},
 }
+_ADAPTIVE_AVG_POOL: dict[int, type[nn.AdaptiveAvgPool2d | nn.AdaptiveAvgPool3d]] = {
+    2: nn.AdaptiveAvgPool2d,
+    3: nn.AdaptiveAvgPool3d,
+}
 # Linear interpolation mode per dimensionality (F.interpolate has no dimension-generic "linear" mode).
 _LINEAR_MODE = {2: "bilinear", 3: "trilinear"}
 # Upper bound on the number of groups for group norm; the actual count divides the channel count.
@@ -70,10 +75,25 @@ def conv(
     kernel_size: int = 3,
     stride: int = 1,
     bias: bool = True,
+    dilation: int = 1,
+    groups: int = 1,
 ) -> nn.Module:
-    """Convolution with "same" padding for odd kernels: ``(B, in, *S) -> (B, out, *S / stride)``."""
+    """Convolution with "same" padding for odd kernels: ``(B, in, *S) -> (B, out, *S / stride)``.
+
+    ``dilation`` spaces the taps (the padding grows with it); ``groups == in_channels`` makes it depthwise.
+    """
     cls = _CONV[check_spatial_dims(spatial_dims)]
-    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+    padding = dilation * (kernel_size // 2)
+    return cls(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+    )
 
 
 def conv_transpose(spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2) -> nn.Module:
@@ -135,6 +155,11 @@ def pool(spatial_dims: int, kind: str = "max", kernel_size: int = 2) -> nn.Modul
     if kind not in _POOL:
         raise MedsslError(f"unknown pooling {kind!r}; choose one of {', '.join(POOLS)}")
     return _POOL[kind][check_spatial_dims(spatial_dims)](kernel_size)
+
+
+def adaptive_avg_pool(spatial_dims: int, size: int) -> nn.Module:
+    """Average pooling to a fixed grid: ``(B, C, *S) -> (B, C, *[size] * spatial_dims)`` for any ``S``."""
+    return _ADAPTIVE_AVG_POOL[check_spatial_dims(spatial_dims)](size)
 
 
 def global_avg_pool(x: Tensor) -> Tensor:

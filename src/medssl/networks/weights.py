@@ -10,11 +10,11 @@ File format (a ``torch.save`` of plain types only, so ``torch.load(weights_only=
 
 ``load_encoder(encoder, path) -> int``: loads the state dict into ``encoder`` and returns the number of
 tensors loaded. Also accepts (a) a medssl run checkpoint (Lightning ``.ckpt`` whose ``state_dict`` has keys
-``model.encoder.*``), (b) a plain state dict whose keys match the encoder directly or after stripping a
-common prefix (``encoder.``, ``model.encoder.``, ``module.``). Refuses with ``MedsslError`` (naming the file
-and the first offending tensors) when: the file is missing, not a torch file, corrupt, needs pickled code
-(weights_only refuses it), no key matches, a matching key has another shape, or the encoder has tensors the
-file lacks. Never silently skips.
+``model.encoder.*`` for a fine-tuning run, ``method.encoder.*`` for a pretraining run), (b) a plain state dict
+whose keys match the encoder directly or after stripping a common prefix (``encoder.``, ``model.encoder.``,
+``module.``). Refuses with ``MedsslError`` (naming the file and the first offending tensors) when: the file is
+missing, not a torch file, corrupt, needs pickled code (weights_only refuses it), no key matches, a matching key
+has another shape, or the encoder has tensors the file lacks. Never silently skips.
 
 ``load_checkpoint_file(path) -> dict``: ``torch.load(path, map_location="cpu", weights_only=True)`` with the
 clear errors above (shared by everything that reads checkpoints).
@@ -44,7 +44,18 @@ __all__ = ["ENCODER_FORMAT", "ENCODER_FORMAT_VERSION", "load_checkpoint_file", "
 ENCODER_FORMAT = "medssl-encoder"
 ENCODER_FORMAT_VERSION = 1
 # Prefixes tried when matching a state dict to an encoder; the one matching the most encoder keys wins.
-_PREFIXES = ("", "encoder.", "model.encoder.", "module.", "module.encoder.", "model.", "net.encoder.")
+# "method.encoder.": a pretraining run's checkpoint, where the method's online encoder (the one exported to
+# encoder.pt) lives; its momentum copy sits under "method.target_encoder." and never matches.
+_PREFIXES = (
+    "",
+    "encoder.",
+    "model.encoder.",
+    "method.encoder.",
+    "module.",
+    "module.encoder.",
+    "model.",
+    "net.encoder.",
+)
 # Containers in which training scripts commonly nest a model's state dict.
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict")
 _PLAIN_SCALARS = (str, int, float, bool, type(None), Tensor)
@@ -212,8 +223,9 @@ def _check_header(obj: dict[str, Any], encoder: Encoder, path: Path) -> None:
 def load_encoder(encoder: Encoder | nn.Module, path: str | os.PathLike[str]) -> int:
     """Load weights from ``path`` into ``encoder``; every encoder tensor must be present with the same shape.
 
-    Accepts a medssl encoder file, a Lightning/medssl checkpoint (``state_dict`` with ``model.encoder.*`` keys) or
-    a plain state dict, matched directly or after stripping a common prefix.
+    Accepts a medssl encoder file, a Lightning/medssl checkpoint (``state_dict`` with ``model.encoder.*`` keys, or a
+    pretraining run's ``method.encoder.*``: its online encoder, the one in ``encoder.pt``) or a plain state dict,
+    matched directly or after stripping a common prefix.
 
     Returns:
         The number of tensors loaded (``len(encoder.state_dict())``).

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medssl.networks import Encoder
+from medssl.networks.decoders import ReconstructionDecoder
 from medssl.pretrain.base import PretrainMethod, ViewFn
-from medssl.pretrain.decoders import ReconstructionDecoder
 from medssl.pretrain.registry import register
 
 __all__ = ["DenoisingAutoencoder", "random_block_mask"]
@@ -86,7 +86,7 @@ class DenoisingAutoencoder(PretrainMethod):
         out: Tensor = self.decoder(self.encoder(x)[-1])
         return out
 
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss": MSE}`` between the reconstruction of a corrupted view and the clean view, for a batch
         ``(B, in_channels, *S)`` (one view per image)."""
         clean, _ = self.make_views(batch, generator)

@@ -1,10 +1,11 @@
 """The interface every self-supervised pretraining method implements.
 
-A method is an ``nn.Module`` that owns its encoder (a ``medssl.networks.Encoder``), its heads and its loss. The
-engine feeds it raw image batches ``(B, C, *spatial)``; the method builds its own views through its ``views``
-callable, returns named losses from ``training_step`` and never calls ``backward()`` or steps an optimiser.
-After each optimiser step the engine calls ``after_step`` (momentum updates live there). ``export_encoder`` gives
-the encoder to save with ``medssl.networks.save_encoder`` and fine-tune.
+A method is a ``medssl.systems.System`` that owns its encoder (a ``medssl.networks.Encoder``), its heads and its
+loss. ``losses(images, generator)`` computes named losses of raw images ``(B, C, *spatial)`` (the method builds its
+own views through its ``views`` callable); ``training_step(batch, step)``, the system contract the engine calls,
+is ``losses`` of the batch's ``image``. A method never calls ``backward()`` or steps an optimiser. After each
+optimiser step the engine calls ``after_step`` (momentum updates live there). ``export_encoder`` gives the encoder
+to save with ``medssl.networks.save_encoder`` and fine-tune; ``export`` names it ``"encoder"``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from medssl.errors import MedsslError
 from medssl.networks import Encoder, UNetEncoder
 from medssl.pretrain.augment import RandomViews
+from medssl.systems import IMAGE, Batch, System
 
 __all__ = ["DEFAULT_CHANNELS", "PretrainMethod", "ViewFn", "build_encoder"]
 
@@ -58,7 +60,7 @@ def build_encoder(
     return encoder
 
 
-class PretrainMethod(nn.Module, abc.ABC):
+class PretrainMethod(System):
     """Abstract self-supervised pretraining method around one ``Encoder``.
 
     Args:
@@ -93,8 +95,8 @@ class PretrainMethod(nn.Module, abc.ABC):
         self.views: ViewFn = RandomViews() if views is None else views
 
     @abc.abstractmethod
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Compute the losses of one batch; never calls ``backward()``.
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Compute the losses of a batch of images; never calls ``backward()``.
 
         Args:
             batch: raw images ``(B, in_channels, *S)``, every size of ``S`` divisible by
@@ -105,12 +107,18 @@ class PretrainMethod(nn.Module, abc.ABC):
             Named scalar losses; ``"loss"`` is the total to minimise, the other entries are detached, for logging.
         """
 
-    def forward(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Same as ``training_step``; wrappers such as DDP only see calls that go through ``forward``."""
-        return self.training_step(batch, generator)
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """``losses`` of ``batch["image"]``, views drawn from torch's global generator (other fields ignored)."""
+        return self.losses(batch[IMAGE])
 
-    def after_step(self, step: int, max_steps: int) -> None:
-        """Hook run after optimiser step ``step`` (0-based) of ``max_steps``; default: nothing."""
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One group ``"main"`` of every parameter, frozen momentum copies included (they get no gradient, so AdamW
+        leaves them alone): the optimiser state layout of earlier versions, whose checkpoints ``--resume`` reads."""
+        return {"main": list(self.parameters())}
+
+    def export(self) -> dict[str, nn.Module]:
+        """``{"encoder": export_encoder()}``."""
+        return {"encoder": self.export_encoder()}
 
     def export_encoder(self) -> Encoder:
         """The (online) encoder to save and fine-tune; the live module, not a copy."""

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from medssl.networks import Encoder
+from medssl.networks.heads import PredictionHead, ProjectionHead
 from medssl.pretrain.base import PretrainMethod, ViewFn
-from medssl.pretrain.heads import PredictionHead, ProjectionHead
 from medssl.pretrain.losses import byol_loss
 from medssl.pretrain.registry import register
 
@@ -46,7 +46,7 @@ class MomentumMethod(PretrainMethod):
     """The online/target pair shared by BYOL and PGL: online encoder + projector + predictor, and a target encoder +
     projector that are frozen deep copies moved towards the online weights after every step.
 
-    Subclasses implement ``training_step``; ``after_step`` applies ``cosine_momentum(step, max_steps, momentum,
+    Subclasses implement ``losses``; ``after_step`` applies ``cosine_momentum(step, max_steps, momentum,
     final_momentum)`` through ``update_momentum``.
 
     Args:
@@ -96,7 +96,7 @@ class MomentumMethod(PretrainMethod):
 class BYOL(MomentumMethod):
     """Online encoder + projector + predictor regress the target encoder + projector's output on the other view.
 
-    The projectors act per position of the deepest map and are then averaged (see ``medssl.pretrain.heads``);
+    The projectors act per position of the deepest map and are then averaged (see ``medssl.networks.heads``);
     the predictor acts on the averaged projection. The target is a deep copy of the online encoder and projector
     that receives no gradient; ``after_step`` moves it towards the online weights with momentum
     ``cosine_momentum(step, max_steps, momentum, final_momentum)``. The loss ``byol_loss`` is symmetrised: each
@@ -149,7 +149,7 @@ class BYOL(MomentumMethod):
             final_momentum=final_momentum,
         )
 
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss": symmetrised BYOL loss}`` for a batch ``(B, in_channels, *S)``."""
         view_a, view_b = self.make_views(batch, generator)
         views = torch.cat((view_a, view_b))

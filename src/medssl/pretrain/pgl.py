@@ -23,10 +23,10 @@ from torch import Tensor, nn
 
 from medssl.data.views import IntensityOp, ViewGenerator, ViewRecord
 from medssl.networks import Encoder
+from medssl.networks.heads import ConvProjectionHead
 from medssl.networks.resnet import resnet_encoder
 from medssl.pretrain.alignment import align_features, cs_align
 from medssl.pretrain.byol import MomentumMethod
-from medssl.pretrain.heads import ConvProjectionHead
 from medssl.pretrain.losses import byol_loss
 from medssl.pretrain.registry import register
 
@@ -220,7 +220,7 @@ class PGL(MomentumMethod):
         self.global_weight = float(global_weight)
         self.sampling_ratio = sampling_ratio
 
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss", "local"[, "global"]}`` for a batch ``(B, in_channels, *S)``; ``local`` and ``global`` are
         detached copies for logging."""
         if not batch.is_floating_point():

@@ -1,4 +1,5 @@
-"""Explicit registry of pretraining methods: ``@register(name)`` on the class, ``create(name, **kwargs)``, ``names()``.
+"""Pretraining methods in the registry (``medssl.registry``, kind ``"pretraining"``): ``@register(name)`` on the
+class, ``create(name, **kwargs)``, ``names()``.
 
 Importing ``medssl.pretrain`` registers the built-in methods; the classes stay usable directly.
 """
@@ -8,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from medssl.errors import MedsslError
+from medssl import registry as _registry
 from medssl.pretrain.base import PretrainMethod
 
 __all__ = ["create", "get", "names", "register"]
 
-_METHODS: dict[str, type[PretrainMethod]] = {}
+_KIND = "pretraining"
+# The registry's own dict of this kind (tests swap in a copy to register dummies without leaking them).
+_METHODS: dict[str, type[PretrainMethod]] = _registry.table(_KIND)
 M = TypeVar("M", bound=type[PretrainMethod])
 
 
@@ -30,10 +33,8 @@ def register(name: str) -> Callable[[M], M]:
     def decorator(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, PretrainMethod)):
             raise TypeError(f"only PretrainMethod subclasses can be registered, got {cls!r}")
-        if name in _METHODS:
-            raise ValueError(f"pretraining method {name!r} is already registered (by {_METHODS[name].__qualname__})")
+        _registry.insert(_METHODS, _KIND, name, cls)
         cls.name = name
-        _METHODS[name] = cls
         return cls
 
     return decorator
@@ -53,7 +54,7 @@ def get(name: str) -> type[PretrainMethod]:
     try:
         return _METHODS[name]
     except KeyError:
-        raise MedsslError(f"unknown pretraining method {name!r}; known methods: {', '.join(names())}") from None
+        raise _registry.unknown_name(_KIND, name, names()) from None
 
 
 def create(name: str, **kwargs: Any) -> PretrainMethod:

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from medssl.networks import Encoder
+from medssl.networks.heads import ProjectionHead
 from medssl.pretrain.base import PretrainMethod, ViewFn
-from medssl.pretrain.heads import ProjectionHead
 from medssl.pretrain.losses import NTXentLoss
 from medssl.pretrain.registry import register
 
@@ -20,7 +20,7 @@ __all__ = ["SimCLR"]
 class SimCLR(PretrainMethod):
     """Two views -> encoder -> deepest map -> projection head (per position, then averaged) -> NT-Xent.
 
-    The head is applied before the global average, not to ``Encoder.pool``: see ``medssl.pretrain.heads`` for why.
+    The head is applied before the global average, not to ``Encoder.pool``: see ``medssl.networks.heads`` for why.
 
     Args:
         spatial_dims, in_channels, channels, encoder, views: see ``PretrainMethod``.
@@ -52,7 +52,7 @@ class SimCLR(PretrainMethod):
         """Projections of images ``(B, in_channels, *S)``: ``(B, projection_dim)``."""
         return self.projector.forward_map(self.encoder(x)[-1])
 
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss": NT-Xent}`` for a batch ``(B, in_channels, *S)``, B >= 2 (B = 1 has no negatives)."""
         view_a, view_b = self.make_views(batch, generator)
         # One encoder pass over both views: cheaper than two.

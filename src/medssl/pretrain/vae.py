@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medssl.networks import Encoder, layers
+from medssl.networks.decoders import ReconstructionDecoder
+from medssl.networks.heads import ProjectionHead
 from medssl.pretrain.base import PretrainMethod, ViewFn
-from medssl.pretrain.decoders import ReconstructionDecoder
-from medssl.pretrain.heads import ProjectionHead
 from medssl.pretrain.losses import NTXentLoss, kl_divergence
 from medssl.pretrain.registry import register
 
@@ -39,7 +39,7 @@ class VAE(PretrainMethod):
     sum over the latent map, mean over the batch) and ``contrastive`` NT-Xent between the latent mean maps of two
     views, each through a ``ProjectionHead`` applied per position and then averaged (averaging the means directly
     gives nearly identical vectors for every image after the encoder's instance norm; see
-    ``medssl.pretrain.heads``). ``beta = 1`` is the ELBO of a Gaussian decoder with variance 1/2; smaller values
+    ``medssl.networks.heads``). ``beta = 1`` is the ELBO of a Gaussian decoder with variance 1/2; smaller values
     trade prior fit for reconstruction detail, which is what a segmentation encoder needs.
 
     Args:
@@ -98,7 +98,7 @@ class VAE(PretrainMethod):
         eps = torch.randn(mu.shape, generator=generator, device=where, dtype=mu.dtype).to(mu.device)
         return mu + (0.5 * logvar).exp() * eps
 
-    def training_step(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss", "recon", "kl"}`` (plus ``"contrastive"`` when ``contrastive_weight > 0``) for a batch
         ``(B, in_channels, *S)``."""
         view_a, view_b = self.make_views(batch, generator)

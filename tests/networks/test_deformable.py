@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medssl.labelfree.deformable import DeformableConv2d, deform_conv2d
+from medssl.networks.deformable import DeformableConv2d, deform_conv2d
 
 
 @pytest.mark.parametrize("dilation", [1, 2])

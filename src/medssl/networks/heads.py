@@ -32,7 +32,7 @@ class _TwoLayerMLP(nn.Sequential):
         super().__init__(
             nn.Linear(in_dim, hidden_dim),
             nn.LayerNorm(hidden_dim),
-            nn.ReLU(),
+            layers.act("relu"),
             nn.Linear(hidden_dim, out_dim),
         )
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
@@ -99,7 +99,7 @@ class ConvProjectionHead(nn.Sequential):
         super().__init__(
             layers.conv(spatial_dims, in_dim, hidden_dim, kernel_size=1, bias=False),
             layers.norm("batch", spatial_dims, hidden_dim),
-            nn.ReLU(),
+            layers.act("relu"),
             layers.conv(spatial_dims, hidden_dim, out_dim, kernel_size=1),
         )
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim

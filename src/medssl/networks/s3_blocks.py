@@ -1,24 +1,85 @@
-"""The S3-Net network: stem, I-LKA blocks, a deformable convolution, one response channel per cluster.
+"""S3-Net's network: stem, I-LKA blocks, a deformable convolution, one response channel per cluster.
 
 Karimijafarbigloo et al., "Self-supervised Semantic Segmentation: Consistency over Transformation", ICCV
-Workshops 2023, https://arxiv.org/abs/2309.00143.
+Workshops 2023, https://arxiv.org/abs/2309.00143. LKA: Guo et al., "Visual Attention Network", 2022,
+https://arxiv.org/abs/2202.09741.
 
 The network maps an image to a response map whose per-pixel argmax is the cluster label; the number of
 response channels bounds the number of clusters (the per-image optimisation merges them, see
-``medssl.labelfree.s3``). The improved variant of the source document adds a learnable affine transform
-(``LocalisationNet``): the features are warped into a frame predicted from the image, encoded there, and warped
-back, so the output stays aligned with the input.
+``medssl.labelfree.s3``). Its encoder blocks use Inception Large Kernel Attention (I-LKA): an attention map from
+a local depthwise convolution followed by several dilated depthwise convolutions in parallel (the "inception" of
+large receptive fields at the cost of depthwise layers), mixed by a 1x1 convolution and multiplied with the
+input. The improved variant of the source document adds a learnable affine transform (``LocalisationNet``): the
+features are warped into a frame predicted from the image, encoded there, and warped back, so the output stays
+aligned with the input. S3-Net is a 2D method, so these blocks are 2D.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medssl.labelfree.deformable import DeformableConv2d
-from medssl.labelfree.ilka import ILKABlock
-from medssl.networks.layers import act, conv, norm
+from medssl.networks.deformable import DeformableConv2d
+from medssl.networks.layers import act, adaptive_avg_pool, conv, norm, pool
+
+__all__ = ["DEFAULT_BRANCHES", "ILKABlock", "InceptionLKA", "LocalisationNet", "S3Net", "invert_affine", "warp"]
+
+# (kernel, dilation) of the parallel depthwise branches: 3, 5 and 7 at dilations 1, 2 and 3 (public code).
+DEFAULT_BRANCHES: tuple[tuple[int, int], ...] = ((3, 1), (5, 2), (7, 3))
+
+
+class InceptionLKA(nn.Module):
+    """``Attention = Conv1x1(concat_r DW-D-Conv_r(DW-Conv(x)))``, ``output = Attention * x``.
+
+    Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Args:
+        channels: feature channels ``C``.
+        local_kernel: kernel of the first (local) depthwise convolution.
+        branches: ``(kernel, dilation)`` of each parallel dilated depthwise convolution.
+    """
+
+    def __init__(
+        self, channels: int, local_kernel: int = 5, branches: Sequence[tuple[int, int]] = DEFAULT_BRANCHES
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        if not branches:
+            raise ValueError("branches must name at least one (kernel, dilation) pair")
+        self.local = conv(2, channels, channels, local_kernel, groups=channels)
+        self.branches = nn.ModuleList(conv(2, channels, channels, k, dilation=d, groups=channels) for k, d in branches)
+        self.mix = conv(2, channels * len(self.branches), channels, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Attention-weighted ``x`` of shape ``(B, C, H, W)``."""
+        local = self.local(x)
+        attention = self.mix(torch.cat([branch(local) for branch in self.branches], dim=1))
+        return attention * x
+
+
+class ILKABlock(nn.Module):
+    """One encoder block: ``ReLU(BN(x + Conv1x1(I-LKA(x))))``; the skip keeps pixel-level detail.
+
+    Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Args:
+        channels: feature channels ``C``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.attention = InceptionLKA(channels)
+        self.project = conv(2, channels, channels, kernel_size=1)
+        self.norm = norm("batch", 2, channels)
+        self.act = act("relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encoded features of shape ``(B, C, H, W)``."""
+        return self.act(self.norm(x + self.project(self.attention(x))))
 
 
 class LocalisationNet(nn.Module):
@@ -41,15 +102,15 @@ class LocalisationNet(nn.Module):
     def __init__(self, in_channels: int, hidden: int = 8, max_change: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 7, padding=3),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 5, padding=2),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(3),
+            conv(2, in_channels, hidden, 7),
+            pool(2, "max", 2),
+            act("relu"),
+            conv(2, hidden, hidden, 5),
+            pool(2, "max", 2),
+            act("relu"),
+            adaptive_avg_pool(2, 3),
         )
-        self.head = nn.Sequential(nn.Linear(hidden * 9, 32), nn.ReLU(), nn.Linear(32, 6))
+        self.head = nn.Sequential(nn.Linear(hidden * 9, 32), act("relu"), nn.Linear(32, 6))
         last = self.head[2]
         assert isinstance(last, nn.Linear)
         nn.init.zeros_(last.weight)

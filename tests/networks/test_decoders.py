@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medssl.networks import UNetEncoder
-from medssl.pretrain.decoders import ReconstructionDecoder
+from medssl.networks.decoders import ReconstructionDecoder
 from tests.pretrain.conftest import SIZE, SMALL
 
 

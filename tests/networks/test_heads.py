@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medssl.pretrain.heads import PredictionHead, ProjectionHead
+from medssl.networks.heads import PredictionHead, ProjectionHead
 
 
 @pytest.mark.parametrize("cls", [ProjectionHead, PredictionHead])

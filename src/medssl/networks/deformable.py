@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medssl.networks.layers import conv
+
 
 def deform_conv2d(
     x: Tensor, offset: Tensor, modulation: Tensor, weight: Tensor, bias: Tensor | None = None, dilation: int = 1
@@ -94,11 +96,11 @@ class DeformableConv2d(nn.Module):
         self.dilation = dilation
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        pad = dilation * (kernel_size // 2)
-        self.offset = nn.Conv2d(in_channels, 2 * taps, kernel_size, padding=pad, dilation=dilation)
-        self.modulation = nn.Conv2d(in_channels, taps, kernel_size, padding=pad, dilation=dilation)
+        self.offset = conv(2, in_channels, 2 * taps, kernel_size, dilation=dilation)
+        self.modulation = conv(2, in_channels, taps, kernel_size, dilation=dilation)
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default initialisation
         for layer in (self.offset, self.modulation):
+            assert isinstance(layer, nn.Conv2d)
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)

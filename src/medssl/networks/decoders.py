@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from medssl.networks import Encoder, layers
+from medssl.networks import layers
+from medssl.networks.encoders import Encoder
 from medssl.networks.unet import UNetHead
 
 __all__ = ["ReconstructionDecoder"]

@@ -1,0 +1,77 @@
+"""``benchmarks/_common.git_commit``: a result names the commit of the whole tree, dirty when any tracked file
+differs (a benchmark script too, not only ``src/``)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args]
+    return subprocess.check_output(command, cwd=repo, text=True).strip()
+
+
+@pytest.fixture
+def common(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import it as the top-level module ``_common``
+    return importlib.import_module("_common")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, common: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed tree with a package file and a benchmark script; ``_common.ROOT`` points at it."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "lib.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench.py").write_text("steps = 10\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "start")
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    return tmp_path
+
+
+def test_a_clean_tree_gives_the_bare_commit(common: ModuleType, repo: Path) -> None:
+    assert common.git_commit() == _git(repo, "rev-parse", "HEAD")
+
+
+def test_an_edited_benchmark_script_marks_the_commit_dirty(common: ModuleType, repo: Path) -> None:
+    (repo / "benchmarks" / "bench.py").write_text("steps = 20\n")
+    assert common.git_commit() == _git(repo, "rev-parse", "HEAD") + "+dirty"
+
+
+@pytest.mark.parametrize("change", ["edit_src", "stage_script", "delete_script", "add_tracked"])
+def test_any_tracked_difference_marks_the_commit_dirty(common: ModuleType, repo: Path, change: str) -> None:
+    if change == "edit_src":
+        (repo / "src" / "lib.py").write_text("x = 2\n")
+    elif change == "stage_script":
+        (repo / "benchmarks" / "bench.py").write_text("steps = 30\n")
+        _git(repo, "add", "benchmarks/bench.py")
+    elif change == "delete_script":
+        (repo / "benchmarks" / "bench.py").unlink()
+    else:
+        (repo / "README.md").write_text("new\n")
+        _git(repo, "add", "README.md")
+    assert common.git_commit().endswith("+dirty")
+
+
+def test_untracked_files_do_not_mark_the_commit_dirty(common: ModuleType, repo: Path) -> None:
+    (repo / "benchmarks" / "scratch.txt").write_text("notes\n")
+    assert common.git_commit() == _git(repo, "rev-parse", "HEAD")
+
+
+def test_outside_a_checkout_the_commit_is_unknown(
+    common: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # do not find a repository above tmp_path
+    monkeypatch.setattr(common, "ROOT", plain)
+    assert common.git_commit() == "unknown"
