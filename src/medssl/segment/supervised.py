@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medssl import registry
 from medssl.data.plan import Plan
 from medssl.segment.augment import apply_affine, random_affine_matrices
 from medssl.segment.inference import predict_logits
@@ -126,3 +127,12 @@ def foreground_dice(logits: Tensor, target: Tensor, *, multilabel: bool) -> Tens
     inter = (pred & truth).sum(dims).float()
     total = pred.sum(dims).float() + truth.sum(dims).float()
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.full_like(total, float("nan")))
+
+
+registry.register_object(
+    "segmentation",
+    "supervised",
+    SupervisedSegmentation,
+    description="supervised fine-tuning on labelled patches: Dice + cross-entropy, affine augmentation, "
+    "sliding-window validation (medssl finetune)",
+)

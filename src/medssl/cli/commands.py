@@ -1,155 +1,30 @@
-"""The ``medssl`` command: a thin typer layer over ``medssl.api``.
-
-User mistakes (``MedsslError``) are printed as one line and exit with status 2; no traceback.
-"""
+"""The commands: data check, finetune, pretrain, predict, evaluate, segment, list, demo."""
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, default_of
+from medssl.cli.common import (
+    Command,
+    Overwrite,
+    Quiet,
+    SkipBadCases,
+    SkipBadInputs,
+    app,
+    config_default,
+    data_app,
+    out_console,
+    print_summary,
+    resumable,
+)
+from medssl.config import FinetuneConfig, PretrainConfig
 from medssl.errors import MedsslError
 
-# Placeholders in help texts -> the registry kind whose names replace them.
-_REGISTERED = {
-    "{pretrain_methods}": "pretraining",
-    "{labelfree_methods}": "label-free",
-    "{evaluation_protocols}": "evaluation",
-}
 
-
-class _HelpFixes:
-    """Help output of every command: flags shown as flags (typer prints ``<bool>`` after them, as if they took a
-    value), and the ``_REGISTERED`` placeholders in a help text replaced by the registered names of their kind,
-    looked up only when help is shown (the registered modules import torch)."""
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        for param in self.get_params(ctx):  # type: ignore[attr-defined]
-            if isinstance(param, TyperOption) and param.is_flag:
-                param.metavar = ""
-            for placeholder, kind in _REGISTERED.items():
-                if param.help and placeholder in param.help:
-                    from medssl import registry
-
-                    param.help = param.help.replace(placeholder, ", ".join(registry.names(kind)))
-        super().format_help(ctx, formatter)  # type: ignore[misc]
-
-
-class _Command(_HelpFixes, TyperCommand):
-    pass
-
-
-class _Group(_HelpFixes, TyperGroup):
-    pass
-
-
-_P = ParamSpec("_P")
-
-
-def _resumable(command: Callable[_P, None]) -> Callable[_P, None]:
-    """A training command stopped by SIGINT or SIGTERM (``medssl.engine.resume``) prints one line with the command
-    that resumes it and exits 130 (SIGINT) or 143 (SIGTERM); Typer would exit 130 without a word."""
-
-    @functools.wraps(command)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-        except KeyboardInterrupt as exc:
-            describe = getattr(exc, "describe", None)
-            if describe is None:
-                raise
-            from medssl.engine.run_folder import is_main_process
-
-            if is_main_process():  # DDP processes each stop; one line is enough
-                err_console.print(describe(sys.argv), highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-
-    return run
-
-
-def _default(cls: type[Any], name: str) -> str:
-    """``(default: <the dataclass default>)`` for the help of an option whose typer default is None because the
-    config supplies it."""
-    value = default_of(cls, name)
-    shown = "none" if value is None else ",".join(map(str, value)) if isinstance(value, list) else value
-    return f"(default: {shown}, or the --config file's {name})"
-
-
-app = typer.Typer(
-    cls=_Group,
-    help="Label-efficient medical image segmentation in 2D and 3D.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-data_app = typer.Typer(cls=_Group, help="Inspect datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-experiment_app = typer.Typer(
-    cls=_Group, help="Experiments that compare methods on the same splits.", no_args_is_help=True
-)
-app.add_typer(experiment_app, name="experiment")
-out_console = Console()
-err_console = Console(stderr=True)
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("medssl")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
-        from medssl import __version__
-
-        return __version__
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        out_console.print(f"medssl {_version()}", highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Label-efficient medical image segmentation in 2D and 3D."""
-
-
-Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an earlier output of this command (never any other folder).")
-]
-Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-SkipBadCases = Annotated[
-    bool,
-    typer.Option(
-        "--skip-bad-cases",
-        help="Leave out the cases `medssl data check` reports (listed, and recorded in the run folder) instead of "
-        "refusing the dataset.",
-    ),
-]
-SkipBadInputs = Annotated[
-    bool,
-    typer.Option(
-        "--skip-bad-inputs",
-        help="Leave out the inputs that would be refused (unreadable, NaN/inf, wrong dimensionality or channels; "
-        "listed at the end) instead of refusing them all.",
-    ),
-]
-
-
-@data_app.command("check", cls=_Command)
+@data_app.command("check", cls=Command)
 def data_check(path: Annotated[Path, typer.Argument(help="Dataset folder.")]) -> None:
     """Report every problem in a dataset (unpaired files, shape or geometry mismatches, undeclared label values,
     NaN/inf, unreadable files, duplicate stems); exit 1 if there is any."""
@@ -167,8 +42,8 @@ def data_check(path: Annotated[Path, typer.Argument(help="Dataset folder.")]) ->
     out_console.print("[green]✓[/green] no problems found")
 
 
-@app.command(cls=_Command)
-@_resumable
+@app.command(cls=Command)
+@resumable
 def finetune(
     data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder (any labelled layout).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
@@ -176,7 +51,7 @@ def finetune(
     label_fraction: Annotated[float, typer.Option("--label-fraction", help="Share of training labels used.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the labelled subset and training.")] = 0,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help=f"Optimiser steps {_default(FinetuneConfig, 'max_steps')}.")
+        int | None, typer.Option("--max-steps", help=f"Optimiser steps {config_default(FinetuneConfig, 'max_steps')}.")
     ] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Encoder weights to start from.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of FinetuneConfig options.")] = None,
@@ -188,7 +63,9 @@ def finetune(
     split: Annotated[Path | None, typer.Option("--split", help="JSON split file to use instead.")] = None,
     max_minutes: Annotated[
         float | None,
-        typer.Option("--max-minutes", help=f"Wall-clock training limit {_default(FinetuneConfig, 'max_minutes')}."),
+        typer.Option(
+            "--max-minutes", help=f"Wall-clock training limit {config_default(FinetuneConfig, 'max_minutes')}."
+        ),
     ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -219,14 +96,14 @@ def finetune(
         max_minutes=max_minutes,
     )
     if result.test_summary:
-        _print_summary(result.test_summary, f"test cases of {out}")
+        print_summary(result.test_summary, f"test cases of {out}")
     out_console.print(f"run folder: {result.run_dir}")
     for what, path in result.files.items():
         out_console.print(f"  {what}: {path}")
 
 
-@app.command(cls=_Command)
-@_resumable
+@app.command(cls=Command)
+@resumable
 def pretrain(
     data: Annotated[Path, typer.Option("--data", help="Image folder (unlabelled or any labelled layout).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
@@ -236,7 +113,7 @@ def pretrain(
     ] = None,
     dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help=f"Optimiser steps {_default(PretrainConfig, 'max_steps')}.")
+        int | None, typer.Option("--max-steps", help=f"Optimiser steps {config_default(PretrainConfig, 'max_steps')}.")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of PretrainConfig options.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, views and patches.")] = 0,
@@ -272,7 +149,7 @@ def pretrain(
         out_console.print(f"  {what}: {path}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def predict(
     model: Annotated[Path, typer.Option("--model", help="Run folder of `medssl finetune`.")],
     input: Annotated[Path, typer.Option("--input", help="An image, a DICOM series folder, or a folder of them.")],
@@ -293,7 +170,7 @@ def predict(
     out_console.print(f"wrote {len(written)} file(s) to {out}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def evaluate(
     pred: Annotated[Path, typer.Option("--pred", help="Folder of predictions.")],
     truth: Annotated[Path, typer.Option("--truth", help="Folder of ground truth (same stems).")],
@@ -328,12 +205,12 @@ def evaluate(
 
     metrics = None if protocol == "label-map" else list(metric_names(protocol))
     title = f"{pred} vs {truth}" + ("" if protocol == "label-map" else f" ({protocol} protocol)")
-    _print_summary(result["summary"], title, metrics)
+    print_summary(result["summary"], title, metrics)
     if out is not None:
         out_console.print(f"wrote {out} and {Path(out).with_suffix('.csv')}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def segment(
     input: Annotated[Path, typer.Option("--input", help="An image or a folder of 2D images.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the cluster maps.")],
@@ -371,7 +248,7 @@ def segment(
     )
 
 
-@app.command("list", cls=_Command)
+@app.command("list", cls=Command)
 def list_registered(
     kind: Annotated[
         str | None,
@@ -396,7 +273,7 @@ def list_registered(
             out_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's dataset and run.")] = Path("medssl-demo"),
     max_steps: Annotated[int, typer.Option("--max-steps", help="Training steps.")] = 300,
@@ -408,135 +285,3 @@ def demo(
 
     report = run_demo(out, max_steps=max_steps, overwrite=overwrite)
     out_console.print(report)
-
-
-@experiment_app.command("label-efficiency", cls=_Command)
-@_resumable
-def label_efficiency(
-    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Experiment folder to create.")],
-    methods: Annotated[
-        str | None,
-        typer.Option(
-            "--methods",
-            help="Comma-separated: random and pretraining methods ({pretrain_methods}) "
-            f"{_default(LabelEfficiencyConfig, 'methods')}.",
-        ),
-    ] = None,
-    fractions: Annotated[
-        str | None,
-        typer.Option(
-            "--fractions", help=f"Comma-separated label fractions {_default(LabelEfficiencyConfig, 'fractions')}."
-        ),
-    ] = None,
-    seeds: Annotated[
-        int | None,
-        typer.Option(
-            "--seeds",
-            help=f"Fine-tuning seeds per method and fraction {_default(LabelEfficiencyConfig, 'seeds')}.",
-        ),
-    ] = None,
-    pretrain_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--pretrain-steps", help=f"Steps per pretraining {_default(LabelEfficiencyConfig, 'pretrain_steps')}."
-        ),
-    ] = None,
-    finetune_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--finetune-steps", help=f"Steps per fine-tuning {_default(LabelEfficiencyConfig, 'finetune_steps')}."
-        ),
-    ] = None,
-    dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of LabelEfficiencyConfig options.")] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision",
-            help=f"32-true, bf16-mixed, 16-mixed {_default(LabelEfficiencyConfig, 'precision')}.",
-        ),
-    ] = None,
-    accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue: finished runs are kept.")] = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    skip_bad_cases: SkipBadCases = False,
-) -> None:
-    """Pretrain each method once on the training images (no labels), fine-tune every method x label fraction x
-    seed on the same split, score the same test cases, and write a table and a plot."""
-    from medssl import api
-    from medssl.engine.experiment_report import spread_text
-
-    result = api.label_efficiency(
-        data,
-        out,
-        methods=_split_list(methods, str, "--methods"),
-        fractions=_split_list(fractions, float, "--fractions"),
-        seeds=seeds,
-        pretrain_steps=pretrain_steps,
-        finetune_steps=finetune_steps,
-        config=config,
-        dims=dims,
-        precision=precision,
-        resume=resume,
-        overwrite=overwrite,
-        accelerator=accelerator,
-        quiet=quiet,
-        skip_bad_cases=skip_bad_cases,
-    )
-    table = Table(title=f"test Dice, {out}")
-    for column in ("method", "labels", "seeds", "mean ± std", "vs random", "p (seeds)", "p (cases)", "wins"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in result.summary:
-        diff = row["diff_vs_random"]
-        table.add_row(
-            row["method"],
-            f"{100 * row['fraction']:g}%",
-            str(row["n_seeds"]),
-            f"{row['mean_dice']:.4f}{spread_text(row['std_dice'])}",
-            "-" if diff is None else f"{100 * diff:+.2f}{spread_text(row['diff_std'], 2, 100)} pt",
-            "-" if row["p_seeds"] is None else f"{row['p_seeds']:.3g}",
-            "-" if row["p_wilcoxon"] is None else f"{row['p_wilcoxon']:.3g}",
-            "-" if row["wins"] is None else f"{100 * row['wins']:.0f}%",
-        )
-    out_console.print(table)
-    for what, path in result.files.items():
-        out_console.print(f"  {what}: {path}")
-
-
-def _split_list(text: str | None, kind: type[Any], option: str) -> list[Any] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise MedsslError(f"{option} must be a comma-separated list of {kind.__name__} values, not {text!r}") from None
-
-
-def _print_summary(summary: dict[str, dict[str, Any]], title: str, metrics: list[str] | None = None) -> None:
-    table = Table(title=title)
-    metrics = metrics or ["dice", "hd95", "hd", "nsd", "xor"]
-    table.add_column("label")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for label, values in summary.items():
-        table.add_row(label, *[_fmt(values.get(m)) for m in metrics])
-    out_console.print(table)
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else json.dumps(v)
-
-
-def main() -> None:
-    """Entry point: run the app, turning user errors into one message."""
-    try:
-        app()
-    except MedsslError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
