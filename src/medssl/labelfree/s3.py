@@ -22,9 +22,10 @@ import time
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from medssl import registry
+from medssl.engine.fit_per_image import PerImageSystem, fit_per_image
 from medssl.labelfree.config import LabelFreeMethod, S3Config
 from medssl.labelfree.kmeans import kmeans, prepared_features
 from medssl.labelfree.regions import ClusterResult, finish_clusters
@@ -37,6 +38,7 @@ from medssl.labelfree.s3_losses import (
     transform_pair,
 )
 from medssl.networks.s3_blocks import S3Net
+from medssl.systems import Batch
 
 
 def standardise(features: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_]) -> Tensor:
@@ -113,24 +115,27 @@ def s3_segment(image: npt.NDArray[np.generic], config: S3Config | None = None) -
     cfg.check()
     start = time.perf_counter()
     prepared, features = prepared_features(image, cfg)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the network's initialisation
     x = standardise(features, prepared.valid)
-    valid = torch.from_numpy(prepared.valid)[None]
-    network = S3Net(x.shape[1], cfg.channels, cfg.blocks, cfg.learnable_affine, cfg.stride)
-    network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    start_labels = None
+    system = S3System(cfg, x.shape[1], torch.from_numpy(prepared.valid)[None])
     if cfg.start == "kmeans":
-        assignment, _ = kmeans(features[:, prepared.valid].T, cfg.clusters, seed=cfg.seed)
-        start_map = np.zeros(prepared.valid.shape, dtype=np.int64)
-        start_map[prepared.valid] = assignment
-        start_labels = torch.from_numpy(start_map)[None]
-    labels, history = optimise(network, x, valid, cfg, generator, start_labels)
+        system.start_from(kmeans_start(features, prepared.valid, cfg))
+    history = fit_per_image(system, {"image": x}, cfg.max_iterations)
+    losses = [{("total" if name == "loss" else name): value for name, value in step.items()} for step in history]
     working = np.zeros(prepared.valid.shape, dtype=np.int64)
-    working[prepared.valid] = labels[0].numpy()[prepared.valid] + 1
+    working[prepared.valid] = system.labels[0].numpy()[prepared.valid] + 1
     return finish_clusters(
-        working, prepared, cfg.clusters, cfg.min_region, iterations=len(history), start=start, losses=history
+        working, prepared, cfg.clusters, cfg.min_region, iterations=len(history), start=start, losses=losses
     )
+
+
+def kmeans_start(features: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], config: S3Config) -> Tensor:
+    """The k-means start: ``(1, h, w)`` labels in ``[0, clusters)`` of the ``(F, h, w)`` features (0 outside
+    ``valid``)."""
+    assignment, _ = kmeans(features[:, valid].T, config.clusters, seed=config.seed)
+    start_map = np.zeros(valid.shape, dtype=np.int64)
+    start_map[valid] = assignment
+    return torch.from_numpy(start_map)[None]
 
 
 def mean_iou(labels: Tensor, reference: Tensor, clusters: int) -> float:
@@ -144,57 +149,94 @@ def mean_iou(labels: Tensor, reference: Tensor, clusters: int) -> float:
     return sum(ious) / max(len(ious), 1)
 
 
-def optimise(
-    network: S3Net,
-    x: Tensor,
-    valid: Tensor,
-    config: S3Config,
-    generator: torch.Generator,
-    start_labels: Tensor | None = None,
-) -> tuple[Tensor, list[dict[str, float]]]:
-    """Fit ``network`` to one picture with SGD; the last step's argmax map is the result.
+class S3System(PerImageSystem):
+    """S3-Net fitted to one picture (``medssl.engine.fit_per_image``): SGD with momentum, self-training targets
+    from the k-means start (``start_from``) until the network reproduces them, then its own argmax map.
 
-    With ``start_labels``, the self-training targets are those labels until the network's argmax reproduces
-    them with a mean IoU over the clusters of ``start_agreement`` (or for ``start_iterations`` steps); then its
-    own map. (A share of agreeing pixels would let a small lesion be lost in the 5 % that disagree.)
-    The early stop (at most ``clusters`` clusters, or fewer than ``stop_change`` of the pixels changed) is
-    checked from ``min_iterations`` on, and never while the start labels are the targets.
+    With start labels, the targets are those labels until the network's argmax reproduces them with a mean IoU over
+    the clusters of ``start_agreement`` (or for ``start_iterations`` steps); then its own map. (A share of agreeing
+    pixels would let a small lesion be lost in the 5 % that disagree.) The early stop (at most ``clusters``
+    clusters, or fewer than ``stop_change`` of the pixels changed) is checked from ``min_iterations`` on, and never
+    while the start labels are the targets.
 
     Args:
-        network: a freshly initialised network.
-        x: ``(1, F, h, w)`` standardised features.
-        valid: ``(1, h, w)`` field of view.
         config: the settings.
-        generator: random generator of the affine transforms.
-        start_labels: ``(1, h, w)`` labels in ``[0, clusters)`` to start from (k-means), or None.
+        in_channels: feature channels of the picture.
+        valid: ``(1, h, w)`` field of view.
 
-    Returns:
-        ``(labels, history)``: the ``(1, h, w)`` argmax map and per-step losses, cluster counts, share of
-        pixels changed and (while starting) agreement with the start labels.
+    Attributes:
+        labels: the argmax map ``(1, h, w)`` of the picture at the last step (the result).
     """
-    optimiser = torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum)
-    history: list[dict[str, float]] = []
-    labels = torch.zeros_like(valid, dtype=torch.long)
-    previous: Tensor | None = None
-    starting = start_labels is not None
-    for step in range(1, config.max_iterations + 1):
-        losses, labels = s3_step_losses(network, x, valid, config, generator, start_labels if starting else None)
-        optimiser.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimiser.step()
-        n_clusters = int(labels[valid].unique().numel())
-        changed = 1.0 if previous is None else float((labels != previous)[valid].float().mean())
-        previous = labels
-        record = {**{k: float(v.detach()) for k, v in losses.items()}, "clusters": float(n_clusters)}
-        history.append({**record, "changed": changed})
-        if starting and start_labels is not None:
-            agreement = mean_iou(labels[valid], start_labels[valid], config.clusters)
-            history[-1]["agreement"] = agreement
-            starting = agreement < config.start_agreement and step < config.start_iterations
-            continue
-        if step >= config.min_iterations and (n_clusters <= config.clusters or changed < config.stop_change):
-            break
-    return labels, history
+
+    def __init__(self, config: S3Config, in_channels: int, valid: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        network = S3Net(in_channels, config.channels, config.blocks, config.learnable_affine, config.stride)
+        self.network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.valid = valid
+        self.start_labels: Tensor | None = None
+        self.labels = torch.zeros_like(valid, dtype=torch.long)
+        self.previous: Tensor | None = None
+        self.starting = False
+        self._record: dict[str, float] = {}
+        self._stop = False
+
+    def start_from(self, labels: Tensor) -> None:
+        """Use ``labels`` ``(1, h, w)`` in ``[0, clusters)`` (the k-means start) as the first targets."""
+        self.start_labels = labels
+
+    def configure_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """SGD with momentum (the paper's)."""
+        return torch.optim.SGD(parameters, lr=self.config.lr, momentum=self.config.momentum)
+
+    def begin_fit(self, batch: Batch) -> None:
+        """Fresh per-fit state: no previous map; the start labels (if any) are the targets."""
+        self.labels = torch.zeros_like(self.valid, dtype=torch.long)
+        self.previous = None
+        self.starting = self.start_labels is not None
+
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """``"loss"``: the weighted total; the terms (detached) are logged; keeps the step's argmax map."""
+        target = self.start_labels if self.starting else None
+        losses, self.labels = s3_step_losses(
+            self.network, batch["image"], self.valid, self.config, self.generator, target
+        )
+        total = losses.pop("total")
+        return {**{name: value.detach() for name, value in losses.items()}, "loss": total}
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """Cluster count, share of pixels changed, the hand-over from the start labels, and the early stop."""
+        valid, config = self.valid, self.config
+        n_clusters = int(self.labels[valid].unique().numel())
+        changed = 1.0 if self.previous is None else float((self.labels != self.previous)[valid].float().mean())
+        self.previous = self.labels
+        self._record = {"clusters": float(n_clusters), "changed": changed}
+        if self.starting and self.start_labels is not None:
+            agreement = mean_iou(self.labels[valid], self.start_labels[valid], config.clusters)
+            self._record["agreement"] = agreement
+            self.starting = agreement < config.start_agreement and step + 1 < config.start_iterations
+            self._stop = False
+            return
+        self._stop = step + 1 >= config.min_iterations and (
+            n_clusters <= config.clusters or changed < config.stop_change
+        )
+
+    def step_record(self) -> dict[str, float]:
+        """``clusters``, ``changed`` and (while starting) ``agreement`` with the start labels."""
+        return self._record
+
+    def should_stop(self, step: int) -> bool:
+        """At most ``clusters`` clusters or fewer than ``stop_change`` changed, from ``min_iterations`` on."""
+        return self._stop
+
+    def predict(self, x: Tensor) -> Tensor:
+        """The network's logits ``(B, K, h, w)`` for standardised features ``x``."""
+        return self.network(x)
+
+    def export(self) -> dict[str, nn.Module]:
+        """The fitted network."""
+        return {"network": self.network}
 
 
 registry.register_object("label-free", "s3", LabelFreeMethod(S3Config, s3_segment))

@@ -3,7 +3,9 @@
 Array functions take masks of equal shape (non-zero is foreground) and ``spacing`` (per axis; None = 1, i.e.
 distances in voxels). Empty-mask rules:
 
-- ``dice(pred, truth) -> float``: both empty 1.0, one empty 0.0;
+- ``dice(pred, truth) -> float``: both empty 1.0, one empty 0.0; it calls ``dice_scores``, the one Dice
+  implementation (torch, per leading index over the trailing spatial axes, the both-empty value an argument),
+  which validation's ``medssl.segment.supervised.foreground_dice`` calls too, with NaN for both empty;
 - ``xor_error(pred, truth) -> float | None``: ``|P xor G| / |G|``; None when G is empty (counted as undefined);
 - ``hausdorff(pred, truth, spacing, percentile=100) -> float | None``: both empty 0.0, one empty None;
 - ``normalized_surface_dice(pred, truth, spacing, tolerance) -> float``: both empty 1.0, one empty 0.0
@@ -14,13 +16,13 @@ background. ``percentile=95`` gives HD95 as the larger of the two directed 95th 
 convention). NSD (Nikolov et al. 2021) counts surface voxels, each weighing 1 (MONAI's
 ``compute_surface_dice`` with ``use_subvoxels=False``), rather than weighting surfels by area.
 
-Modules: ``overlap`` (dice, xor_error), ``surface`` (surface extraction, distances, hausdorff, NSD),
+Modules: ``overlap`` (dice, dice_scores, xor_error), ``surface`` (surface extraction, distances, hausdorff, NSD),
 ``label_maps`` (``binary_metrics``, ``evaluate_arrays``, ``summarize``). Reading and matching folders and writing
 CSV/JSON reports is ``medssl.evaluation``'s.
 """
 
 from medssl.metrics.label_maps import METRICS, MetricValues, binary_metrics, evaluate_arrays, summarize
-from medssl.metrics.overlap import dice, xor_error
+from medssl.metrics.overlap import dice, dice_scores, xor_error
 from medssl.metrics.surface import (
     hausdorff,
     hausdorff_from_distances,
@@ -35,6 +37,7 @@ __all__ = [
     "MetricValues",
     "binary_metrics",
     "dice",
+    "dice_scores",
     "evaluate_arrays",
     "hausdorff",
     "hausdorff_from_distances",

@@ -1,12 +1,15 @@
 """Voxel-overlap metrics between a predicted and a reference binary mask.
 
-Both functions take masks of any dimensionality (and equal shape); non-zero values are foreground.
+``dice``, ``xor_error`` take masks of any dimensionality (and equal shape); non-zero values are foreground.
+``dice_scores`` is the one Dice implementation: ``dice`` (test metrics) and validation's ``foreground_dice``
+both call it, each with its own empty-mask rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from medssl.errors import MedsslError
 
@@ -42,10 +45,41 @@ def dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
         A value in [0, 1]; 1.0 when both masks are empty (perfect agreement on absence), 0.0 when only one is.
     """
     p, t = as_mask_pair(pred, truth)
-    total = int(p.sum()) + int(t.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(p, t).sum()) / total
+    # flattened to one axis so that 0-d masks work too; contiguous so that torch shares the memory (no copy)
+    flat_p, flat_t = (torch.from_numpy(np.ascontiguousarray(m).reshape(-1)) for m in (p, t))
+    return float(dice_scores(flat_p, flat_t, spatial_dims=1, empty=1.0, dtype=torch.float64))
+
+
+def dice_scores(
+    pred: torch.Tensor, truth: torch.Tensor, *, spatial_dims: int, empty: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Dice ``2|P ∩ G| / (|P| + |G|)`` of boolean masks, summed over their last ``spatial_dims`` axes.
+
+    Torch, not numpy: validation calls it on (GPU) tensors every validation step, where a trip to the host per
+    case would cost; numpy masks convert without a copy (see ``dice``).
+
+    Args:
+        pred: predicted masks ``P``, boolean, shape ``(*leading, *spatial)`` (e.g. ``(K, H, W)``: one per class).
+        truth: reference masks ``G``, boolean, same shape.
+        spatial_dims: how many trailing axes are spatial (2 or 3 for images; the leading axes are kept).
+        empty: the value where ``P`` and ``G`` are both empty, where the ratio is 0/0. The test metrics use 1.0
+            (perfect agreement on absence); validation uses NaN and skips it in its mean. Only one empty gives 0.
+        dtype: floating type of the counts and the ratio (validation: float32; test metrics: float64).
+
+    Returns:
+        Shape ``(*leading)``, values in [0, 1] or ``empty``.
+
+    Raises:
+        MedsslError: if the shapes differ or ``spatial_dims`` is not in ``[1, pred.ndim]``.
+    """
+    if pred.shape != truth.shape:
+        raise MedsslError(f"prediction shape {tuple(pred.shape)} does not match reference shape {tuple(truth.shape)}")
+    if not 1 <= spatial_dims <= pred.ndim:
+        raise MedsslError(f"spatial_dims must be in [1, {pred.ndim}] for masks of shape {tuple(pred.shape)}")
+    dims = tuple(range(pred.ndim - spatial_dims, pred.ndim))
+    inter = (pred & truth).sum(dims).to(dtype)
+    total = pred.sum(dims).to(dtype) + truth.sum(dims).to(dtype)
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.full_like(total, empty))
 
 
 def xor_error(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float | None:

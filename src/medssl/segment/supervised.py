@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from medssl import registry
 from medssl.data.plan import Plan
+from medssl.metrics.overlap import dice_scores
 from medssl.segment.augment import apply_affine, random_affine_matrices
 from medssl.segment.inference import predict_logits
 from medssl.segment.losses import SegmentationLoss
@@ -115,7 +116,8 @@ def _add_network_prefix(module: nn.Module, state: dict[str, Any], prefix: str, *
 
 def foreground_dice(logits: Tensor, target: Tensor, *, multilabel: bool) -> Tensor:
     """Dice of each foreground class/structure of one image (``(K, *spatial)`` logits, ``(T, *spatial)``
-    target); NaN where both prediction and truth are empty."""
+    target); NaN where both prediction and truth are empty, so that ``nanmean`` skips classes absent from both
+    (the test metrics, ``medssl.metrics.dice``, count them as 1.0; both use ``medssl.metrics.dice_scores``)."""
     if multilabel:
         pred = logits > 0
         truth = target > 0
@@ -123,10 +125,7 @@ def foreground_dice(logits: Tensor, target: Tensor, *, multilabel: bool) -> Tens
         k = logits.shape[0]
         pred = nn.functional.one_hot(logits.argmax(0), k).movedim(-1, 0)[1:].bool()
         truth = nn.functional.one_hot(target[0].long(), k).movedim(-1, 0)[1:].bool()
-    dims = tuple(range(1, pred.ndim))
-    inter = (pred & truth).sum(dims).float()
-    total = pred.sum(dims).float() + truth.sum(dims).float()
-    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.full_like(total, float("nan")))
+    return dice_scores(pred, truth, spatial_dims=pred.ndim - 1, empty=float("nan"), dtype=torch.float32)
 
 
 registry.register_object(
