@@ -40,14 +40,29 @@ def git_commit() -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Machine facts that matter for timings."""
+    """Machine facts that matter for timings and for bit-identical reruns: the CPU model and the vector
+    instructions torch uses (AVX2 and AVX-512 kernels round differently, so results differ in the last digits
+    between machines)."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -> Path:

@@ -75,3 +75,17 @@ def test_outside_a_checkout_the_commit_is_unknown(
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # do not find a repository above tmp_path
     monkeypatch.setattr(common, "ROOT", plain)
     assert common.git_commit() == "unknown"
+
+
+def test_the_environment_names_the_cpu_and_its_vector_instructions(common: ModuleType) -> None:
+    # AVX2 and AVX-512 kernels round differently: a result must say which machine made it
+    import torch
+
+    env = common.environment()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        model = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("model name"))
+        assert env["cpu_model"] == model.split(":", 1)[1].strip()
+    else:
+        assert env["cpu_model"]
