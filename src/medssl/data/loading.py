@@ -16,7 +16,7 @@ from rich.console import Console
 
 from medssl.data.check import CaseArrays, DatasetTally, check_case, dataset_problems
 from medssl.data.geometry import ImageMeta
-from medssl.data.io import read_image, read_label
+from medssl.data.io import read_image
 from medssl.data.layouts import Case, DatasetIndex
 from medssl.errors import MedsslError
 
@@ -54,28 +54,6 @@ def load_image_channels(paths: tuple[Path, ...] | list[Path]) -> tuple[np.ndarra
     if len(shapes) > 1:
         raise MedsslError(f"channel files of one case differ in shape {sorted(shapes)}: {', '.join(map(str, paths))}")
     return np.concatenate(arrays, axis=0).astype(np.float32, copy=False), metas[0]
-
-
-def load_case(case: Case, structures: list[str] | None = None) -> LoadedCase:
-    """Read a case's image channels and, if present, its label map or structure masks."""
-    image, meta = load_image_channels(case.images)
-    loaded = LoadedCase(case.case_id, image, meta)
-    if case.label is not None:
-        label, _ = read_label(case.label)
-        _check_shape(label.shape, image, case.label)
-        loaded.label = label
-    if case.structures:
-        names = structures or sorted(case.structures)
-        masks = []
-        for name in names:
-            path = case.structures.get(name)
-            if path is None:
-                raise MedsslError(f"case {case.case_id} has no mask for structure {name!r}")
-            m, _ = read_label(path)
-            _check_shape(m.shape, image, path)
-            masks.append(m > 0)
-        loaded.structures = np.stack(masks)
-    return loaded
 
 
 @dataclass
@@ -209,8 +187,3 @@ def _from_arrays(case: Case, arrays: CaseArrays, structures: list[str] | None, i
             raise MedsslError(f"case {case.case_id} has no mask for structure {missing[0]!r}")
         loaded.structures = np.stack([arrays.structures[n] > 0 for n in names])
     return loaded
-
-
-def _check_shape(shape: tuple[int, ...], image: np.ndarray, path: Path) -> None:
-    if tuple(shape) != tuple(image.shape[1:]):
-        raise MedsslError(f"{path}: mask shape {tuple(shape)} differs from its image's {tuple(image.shape[1:])}")
