@@ -1,10 +1,11 @@
 """What PGL's alignment costs: the aligner alone against a whole PGL training step, and BYOL's step beside it.
 
-A step = views + forward + backward + AdamW step + EMA update, at the benchmark size (3D 48^3 patches, batch 2, the
-small preset's U-Net encoder 16-32-64-128, heads 1024 / 256 for both methods). The alignment = CSAlign from the
-records, FlipAlign and RoIAlign of the online and the target maps of both views, and the backward pass through the
-online ones, timed on its own on the maps such a step produces. Rounds alternate the three parts so that machine
-load hits them alike; the medians are reported. The issue asks for alignment < 10 % of a PGL step on a CPU.
+A step = views + forward + backward + AdamW step + EMA update, the engine's step (``fit_in_memory``, as in the
+first steps of a 1000-step run), at the benchmark size (3D 48^3 patches, batch 2, the small preset's U-Net encoder
+16-32-64-128, heads 1024 / 256 for both methods). The alignment = ``PGL.align`` (CSAlign from the records, FlipAlign
+and RoIAlign of the online and the target maps of both views) and the backward pass through the online ones, timed
+on its own on the maps such a step produces. Rounds alternate the three parts so that machine load hits them alike;
+the medians are reported. The issue asks for alignment < 10 % of a PGL step on a CPU.
 
     OMP_NUM_THREADS=1 python benchmarks/pgl_cost.py            # writes benchmarks/results/pgl_cost.json
     OMP_NUM_THREADS=1 python benchmarks/pgl_cost.py --rounds 2 --steps 1 --name pgl_cost_quick
@@ -20,15 +21,14 @@ from collections.abc import Callable
 import torch
 
 from _common import write_result
+from medssl.engine.fit_in_memory import fit_in_memory
 from medssl.pretrain import BYOL, PGL, PretrainMethod
-from medssl.pretrain.alignment import align_features, cs_align
 
 
-def _step(method: PretrainMethod, optimiser: torch.optim.Optimizer, batch: torch.Tensor, g: torch.Generator) -> None:
-    optimiser.zero_grad(set_to_none=True)
-    method.losses(batch, g)["loss"].backward()
-    optimiser.step()
-    method.after_step(0, 1000)
+def _steps(method: PretrainMethod, batch: torch.Tensor, steps: int) -> float:
+    """Mean seconds of ``steps`` engine steps at the start of a 1000-step run, after one uncounted step (each fit
+    starts a new optimiser, whose first step allocates its state)."""
+    return statistics.fmean(fit_in_memory(method, batch, steps=steps + 1, max_steps=1000, lr=1e-4).seconds[1:])
 
 
 def _alignment(method: PGL, batch: torch.Tensor, g: torch.Generator) -> Callable[[], None]:
@@ -38,23 +38,12 @@ def _alignment(method: PGL, batch: torch.Tensor, g: torch.Generator) -> Callable
         online = method.encoder(torch.cat((v1, v2)))[-1]
         target = method.target_encoder(torch.cat((v1, v2)))[-1]
     online.requires_grad_(True)
-    n, size = batch.shape[0], online.shape[2:]
-    upstream = torch.randn(2 * n, *online.shape[1:])
+    upstream = torch.randn_like(online)
 
     def run() -> None:
-        regions = cs_align(r1, r2, size)
-        out = []
-        for maps in (online, target):
-            out.append(
-                torch.cat(
-                    (
-                        align_features(maps[:n], r1, *regions.view(0), size, method.sampling_ratio),
-                        align_features(maps[n:], r2, *regions.view(1), size, method.sampling_ratio),
-                    )
-                )
-            )
+        (aligned, _), _ = method.align((online, target), r1, r2)
         online.grad = None
-        out[0].backward(upstream)
+        aligned.backward(upstream)
 
     return run
 
@@ -71,7 +60,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=48, help="patch edge (voxels)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (medians are reported)")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per method and round")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per method and round")
     parser.add_argument("--align-repeats", type=int, default=50, help="alignment runs per round")
     parser.add_argument("--name", default="pgl_cost", help="result file name under benchmarks/results")
     args = parser.parse_args()
@@ -84,20 +73,19 @@ def main() -> None:
         "byol": BYOL(3, 1, channels, hidden_dim=1024, projection_dim=256),
         "pgl": PGL(3, 1, channels, preset="small"),
     }
-    optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in methods.items()}
     pgl = methods["pgl"]
     assert isinstance(pgl, PGL)
     align = _alignment(pgl, batch, g)
-    parts: dict[str, Callable[[], None]] = {
-        name: (lambda m=m, o=optimisers[name]: _step(m, o, batch, g)) for name, m in methods.items()
+    parts: dict[str, Callable[[], float]] = {
+        name: (lambda m=m: _steps(m, batch, args.steps)) for name, m in methods.items()
     }
-    parts["alignment"] = align
+    parts["alignment"] = lambda: _seconds(align, args.align_repeats)
     for fn in parts.values():  # warm-up: allocator, first-call overheads
         fn()
     times: dict[str, list[float]] = {k: [] for k in parts}
     for r in range(args.rounds):
         for name, fn in parts.items():
-            times[name].append(_seconds(fn, args.align_repeats if name == "alignment" else args.steps))
+            times[name].append(fn())
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {1e3 * v[-1]:.1f} ms" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
     results = {
@@ -117,7 +105,7 @@ def main() -> None:
         "heads": [1024, 256],
         "sampling_ratio": pgl.sampling_ratio,
         "rounds": args.rounds,
-        "steps_per_round": args.steps,
+        "steps_per_round": args.steps,  # after one uncounted step per method and round
         "align_repeats_per_round": args.align_repeats,
         "threads": torch.get_num_threads(),
     }

@@ -1,9 +1,10 @@
 """Step time and memory of PGL's paper preset (3D ResNet-50, output stride (8, 16, 16), heads 4096 / 256) beside
 BYOL with the same encoder and heads.
 
-A step = views + forward + backward + AdamW step + EMA update, on random volumes (the cost does not depend on the
-content). On a GPU the paper's 64x128x128 patch fits; on a CPU one step at that size takes tens of seconds, so the
-default there is a reduced patch. Writes benchmarks/results/pgl_paper_preset_<device>.json.
+A step = views + forward + backward + AdamW step + EMA update, the engine's step (``fit_in_memory``), on random
+volumes (the cost does not depend on the content). On a GPU the paper's 64x128x128 patch fits; on a CPU one step
+at that size takes tens of seconds, so the default there is a reduced patch. Writes
+benchmarks/results/pgl_paper_preset_<device>.json.
 
     OMP_NUM_THREADS=2 python benchmarks/pgl_paper_preset.py                       # CPU, 32x64x64, batch 2
     python benchmarks/pgl_paper_preset.py --shape 64 128 128 --batch 4 --steps 200  # on a GPU
@@ -14,11 +15,11 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
 
 import torch
 
 from _common import write_result
+from medssl.engine.fit_in_memory import fit_in_memory
 from medssl.networks.resnet import resnet_encoder
 from medssl.pretrain import BYOL, PGL, PretrainMethod
 
@@ -26,26 +27,10 @@ from medssl.pretrain import BYOL, PGL, PretrainMethod
 def _time_steps(
     method: PretrainMethod, batch: torch.Tensor, steps: int, device: torch.device, precision: str
 ) -> list[float]:
-    optimiser = torch.optim.AdamW(method.parameters(), lr=1e-4)
-    # The view generator draws its random numbers on the CPU; on a GPU the global generator is used.
-    g = torch.Generator().manual_seed(0) if device.type == "cpu" else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    times = []
-    for step in range(steps + 1):  # the first step (allocator, kernel selection) is not counted
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        with autocast:
-            loss = method.losses(batch, g)["loss"]
-        loss.backward()
-        optimiser.step()
-        method.after_step(step, steps + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step:
-            times.append(time.perf_counter() - start)
-    return times
+    """Seconds of ``steps`` engine steps (the device synchronised at both ends of each), after one uncounted step
+    (allocator, kernel selection)."""
+    record = fit_in_memory(method, batch, steps=steps + 1, lr=1e-4, precision=precision, accelerator=device.type)
+    return record.seconds[1:]
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Speed of our training step and sliding-window prediction against a plain MONAI/PyTorch reference.
 
 Same network, same input, same loss, same optimiser, in one run; each part runs in its own subprocess so that
-its peak resident memory (ru_maxrss) is its own. Ours = the Lightning engine driving ``SegmentationModule``
-(augmentation off, so that both sides do the same work; its cost is reported separately); reference = a
-hand-written loop with ``monai.losses.DiceCELoss``. Prediction: ``medssl.segment.inference.predict_logits``
+its peak resident memory (ru_maxrss) is its own. Ours = the engine's step (``fit_in_memory``: ``SystemModule``
+driving ``SupervisedSegmentation`` in a Lightning run, AdamW and the poly schedule of ``medssl finetune``;
+augmentation off, so that both sides do the same work; its cost is reported separately); reference = a hand-written
+loop with ``monai.losses.DiceCELoss``. Prediction: ``medssl.segment.inference.predict_logits``
 against ``monai.inferers.sliding_window_inference`` with the same tile, overlap and Gaussian weighting.
 
     python benchmarks/speed.py
@@ -96,42 +97,15 @@ def train_reference(case: dict[str, Any], steps: int, warmup: int) -> list[float
 
 
 def train_ours(case: dict[str, Any], steps: int, warmup: int, affine_probability: float = 0.0) -> list[float]:
-    import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from medssl.engine.segmentation import SegmentationModule
+    from medssl.engine.fit_in_memory import fit_in_memory
+    from medssl.segment.supervised import SupervisedSegmentation
 
     x, y = _data(case)
-    module = SegmentationModule(
-        _network(case), _plan(case), max_steps=warmup + steps, affine_probability=affine_probability
-    )
-    times: list[float] = []
-
-    class Timer(L.Callback):
-        def on_train_batch_start(self, *args: Any) -> None:
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-            if trainer.global_step > warmup:
-                times.append(time.perf_counter() - self.t)
-
-    loader = DataLoader(
-        TensorDataset(x.repeat(warmup + steps, *[1] * (x.ndim - 1)), y.repeat(warmup + steps, *[1] * (y.ndim - 1))),
-        batch_size=case["batch"],
-    )
-    trainer = L.Trainer(
-        max_steps=warmup + steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Timer()],
-        limit_val_batches=0,
-    )
-    trainer.fit(module, train_dataloaders=loader)
-    return times
+    system = SupervisedSegmentation(_network(case), _plan(case), affine_probability=affine_probability)
+    # medssl finetune's optimiser (AdamW at 2e-3, weight decay 1e-4, poly decay), as the reference's
+    batch = {"image": x, "target": y}
+    record = fit_in_memory(system, batch, steps=warmup + steps, lr=2e-3, weight_decay=1e-4, schedule="poly")
+    return record.seconds[warmup:]
 
 
 def predict_reference(case: dict[str, Any], repeats: int) -> list[float]:

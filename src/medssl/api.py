@@ -5,13 +5,14 @@ Each function validates its input and raises ``MedsslError`` with one clear mess
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import track
 
-from medssl.config import FinetuneConfig, PretrainConfig, resolve
+from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve
 from medssl.data.check import CheckReport, check_dataset_report
 from medssl.data.layouts import discover_input_cases
 from medssl.data.loading import bad_inputs_error, print_skipped_inputs
@@ -24,6 +25,7 @@ from medssl.errors import MedsslError
 from medssl.evaluation import evaluate_folders, write_evaluation
 from medssl.networks.weights import load_checkpoint_file
 from medssl.segment.predict import check_inputs, load_trained_model, predict_image, read_input, write_prediction
+from medssl.systems.options import check_system_options, split_config_fields
 
 if TYPE_CHECKING:
     from medssl.labelfree.segment import SegmentResult
@@ -57,20 +59,24 @@ def finetune(
     skip_bad_cases: bool = False,
     **overrides: Any,
 ) -> FinetuneResult:
-    """Fine-tune a U-Net (see ``medssl.engine.finetune.run_finetune``); ``overrides`` set ``FinetuneConfig``
-    fields on top of the YAML ``config``. Cases ``medssl data check`` would report are refused, or left out with
+    """Fine-tune a segmentation system, a U-Net by default (see ``medssl.engine.finetune.run_finetune``).
+
+    Settings come from ``FinetuneConfig`` defaults < the YAML ``config`` (a file or a preset name, ``medssl list
+    presets``) < ``max_steps`` and ``overrides``: ``FinetuneConfig`` fields, or options of the system ``cfg.system``
+    (``medssl list segmentation --options``), which go on top of the config's ``system_options``; every one is
+    checked before any data is read. Cases ``medssl data check`` would report are refused, or left out with
     ``skip_bad_cases``."""
-    if dims not in (None, 2, 3):
-        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    _check_dims(dims)
     check_trainer_options(accelerator, devices, precision, num_nodes)
     if init is not None:
         if not Path(init).is_file():
             raise MedsslError(f"--init file not found: {init}")
         load_checkpoint_file(init)  # a file that is no checkpoint fails now, before the run folder is written
     check_output_location(out, (data, init, split_file))
-    cfg = resolve(FinetuneConfig, config, max_steps=max_steps, **overrides)
-    if cfg.max_steps < 1:
-        raise MedsslError(f"max_steps must be at least 1, not {cfg.max_steps}")
+    fields, given = split_config_fields(FinetuneConfig, overrides)
+    cfg = resolve(FinetuneConfig, config, max_steps=max_steps, **fields)
+    where = _where(config, "system_options", fields)
+    cfg.system_options = _system_options("segmentation", cfg.system, cfg.system_options, where, given, FinetuneConfig)
     with removed_on_failure(out, resume=resume):
         return run_finetune(
             data,
@@ -112,55 +118,36 @@ def pretrain(
     quiet: bool = False,
     preset: str | None = None,
     skip_bad_cases: bool = False,
-    **method_kwargs: Any,
+    **options: Any,
 ) -> PretrainResult:
     """Self-supervised pretraining of an encoder (see ``medssl.engine.pretraining.run_pretrain``).
 
-    Settings come from ``PretrainConfig`` defaults < the YAML ``config`` < these arguments; ``method_kwargs`` are
-    added to the config's ``method_options`` (the method's own keyword arguments). ``preset`` is the method's
-    ``preset`` option (e.g. PGL's ``"paper"``: a 3D ResNet-50), stored in ``method_options``. ``RUN/encoder.pt`` is
-    for ``finetune(init=...)``, which needs the same ``channels`` (and a U-Net encoder: a preset with another
-    encoder exports that encoder).
+    Settings: ``PretrainConfig`` defaults < the YAML ``config`` (a file or a preset name, ``medssl list presets``) <
+    these arguments. ``options`` are ``PretrainConfig`` fields (``weight_decay=1e-4``) or options of the method
+    (``temperature=0.2``, ``medssl list pretraining --options``) that go on top of the config's ``method_options``;
+    all are checked before any data is read. ``preset`` is the method's ``preset`` option (PGL's ``"paper"``: a 3D
+    ResNet-50). ``RUN/encoder.pt`` is for ``finetune(init=...)`` with the same ``channels`` (and a U-Net encoder).
     """
-    from medssl.pretrain import get, names
+    from medssl.pretrain import names
 
-    if dims not in (None, 2, 3):
-        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    _check_dims(dims)
     check_trainer_options(accelerator, 1, precision)
-    cfg = resolve(
-        PretrainConfig,
-        config,
-        method=method,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        patch_size=patch_size,
-        channels=channels,
-        lr=lr,
-    )
+    fields, given = split_config_fields(PretrainConfig, options)
+    named = {"batch_size": batch_size, "patch_size": patch_size, "channels": channels, "lr": lr}
+    cfg = resolve(PretrainConfig, config, method=method, max_steps=max_steps, **named, **fields)
     if not cfg.method:
         raise MedsslError(f"choose a pretraining method (--method); known methods: {', '.join(names())}")
-    get(cfg.method)
-    options = {**cfg.method_options, **method_kwargs}
-    if preset is not None:
-        options["preset"] = preset
+    given |= {} if preset is None else {"preset": preset}
+    where = _where(config, "method_options", fields)
+    method_options = _system_options("pretraining", cfg.method, cfg.method_options, where, given, PretrainConfig)
+    cfg = dataclasses.replace(cfg, method_options=method_options)
     check_output_location(out, (data,))
     with removed_on_failure(out, resume=resume):
         return run_pretrain(
             data,
             out,
-            method=cfg.method,
+            cfg,
             dims=dims,
-            max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size,
-            patch_size=cfg.patch_size,
-            channels=cfg.channels,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            schedule=cfg.schedule,
-            warmup_steps=cfg.warmup_steps,
-            log_interval=cfg.log_interval,
-            checkpoint_interval=cfg.checkpoint_interval,
-            max_minutes=cfg.max_minutes,
             seed=seed,
             resume=resume,
             overwrite=overwrite,
@@ -168,8 +155,27 @@ def pretrain(
             precision=precision,
             quiet=quiet,
             skip_bad_cases=skip_bad_cases,
-            **options,
         )
+
+
+def _check_dims(dims: int | None) -> None:
+    if dims not in (None, 2, 3):
+        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+
+
+def _where(config: str | Path | None, field: str, given: dict[str, Any]) -> str:
+    """`` (in CONFIG)`` when the config's ``field`` came from the YAML ``config``, not from the arguments ``given``."""
+    return f" (in {config})" if config is not None and field not in given else ""
+
+
+def _system_options(
+    kind: str, name: str, in_config: dict[str, Any], where: str, given: dict[str, Any], cls: type[Any]
+) -> dict[str, Any]:
+    """The options of system ``name``: the config's (``where`` names their file) < ``given`` (arguments or ``--set``,
+    which may also be fields of the config dataclass ``cls``), each checked against the system's declaration."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    checked = check_system_options(kind, name, in_config, where)
+    return checked | check_system_options(kind, name, given, also=fields)
 
 
 def label_efficiency(
@@ -191,12 +197,10 @@ def label_efficiency(
     skip_bad_cases: bool = False,
 ) -> ExperimentResult:
     """The label-efficiency experiment (see ``medssl.engine.experiment.run_label_efficiency``); settings come from
-    ``LabelEfficiencyConfig`` defaults < the YAML ``config`` < these arguments."""
-    from medssl.config import LabelEfficiencyConfig
+    ``LabelEfficiencyConfig`` defaults < the YAML ``config`` (a file or a preset name) < these arguments."""
     from medssl.engine.experiment import run_label_efficiency
 
-    if dims not in (None, 2, 3):
-        raise MedsslError(f"--dims must be 2 or 3, not {dims}")
+    _check_dims(dims)
     cfg = resolve(
         LabelEfficiencyConfig,
         config,
@@ -207,6 +211,7 @@ def label_efficiency(
         finetune_steps=finetune_steps,
         precision=precision,
     )
+    _check_stage_options(cfg, _where(config, "method_options", {}))
     check_trainer_options(accelerator, 1, cfg.precision)
     check_output_location(out, (data,))
     with removed_on_failure(out, resume=resume):
@@ -221,6 +226,19 @@ def label_efficiency(
             quiet=quiet,
             skip_bad_cases=skip_bad_cases,
         )
+
+
+def _check_stage_options(cfg: LabelEfficiencyConfig, where: str) -> None:
+    """Each pretraining method's ``method_options`` and the fine-tuning system's options, checked (and typed) before
+    any data is read (a method not in the experiment is left to ``check_experiment_config``)."""
+    from medssl.pretrain import names
+
+    for method, options in cfg.method_options.items():
+        if method in names():
+            cfg.method_options[method] = check_system_options("pretraining", method, options, where)
+    if "system_options" in cfg.finetune or "system" in cfg.finetune:
+        system, options = cfg.finetune.get("system", "supervised"), cfg.finetune.get("system_options", {})
+        cfg.finetune["system_options"] = check_system_options("segmentation", system, options, where)
 
 
 def predict(

@@ -1,4 +1,4 @@
-"""Layered run configuration: dataclass defaults < YAML file < command-line overrides.
+"""Layered run configuration: dataclass defaults < YAML file or shipped preset < command-line overrides.
 
 Components never receive a config object: the API unpacks the resolved fields into keyword arguments. The
 resolved configuration is written into every run folder as ``config.yaml``.
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from medssl.configs import find_config
 from medssl.errors import MedsslError
 
 T = TypeVar("T")
@@ -47,6 +48,8 @@ class FinetuneConfig:
         max_val_cases: validation cases evaluated at each validation (the first ones of the split).
         overlay_cases: test cases drawn in the overlay figure.
         max_minutes: stop training after this wall-clock time (None: only ``max_steps``).
+        system: the registered segmentation system to train (``medssl list segmentation``).
+        system_options: that system's own options (``medssl list segmentation --options``).
     """
 
     max_steps: int = 2000
@@ -69,6 +72,8 @@ class FinetuneConfig:
     max_val_cases: int = 20
     overlay_cases: int = 6
     max_minutes: float | None = None
+    system: str = "supervised"
+    system_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,10 +146,9 @@ class LabelEfficiencyConfig:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad YAML or a non-mapping raise ``MedsslError``."""
-    p = Path(path)
-    if not p.is_file():
-        raise MedsslError(f"config file not found: {p}")
+    """Read a YAML mapping from a file or a preset shipped with medssl (``medssl list presets``); neither, bad YAML
+    or a non-mapping raise ``MedsslError``."""
+    p = find_config(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -212,7 +216,7 @@ def check_options(
     unknown = sorted(set(values) - set(fields))
     if unknown:
         shown = ", ".join(prefix + k for k in unknown)
-        raise MedsslError(f"unknown option(s) {shown}; known: {', '.join(sorted(fields))}")
+        raise MedsslError(f"unknown option(s) {shown}{where.get(unknown[0], '')}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     bounds = BOUNDS.get(cls, {})
     nested = NESTED.get(cls, {})
@@ -220,9 +224,9 @@ def check_options(
     for key, value in values.items():
         name, context = prefix + key, where.get(key, "")
         try:
-            typed = _typed(value, hints[key])
-        except _Mismatch:
-            raise MedsslError(f"{name} must be {_describe(hints[key])}, not {value!r}{context}") from None
+            typed = typed_value(value, hints[key])
+        except TypeMismatch:
+            raise MedsslError(f"{name} must be {describe_type(hints[key])}, not {value!r}{context}") from None
         bound = bounds.get(key)
         if bound is not None and typed is not None:
             numbers = typed if isinstance(typed, list) else [typed]
@@ -323,12 +327,12 @@ def _check_relations(config: Any, where: dict[str, str]) -> None:
         )
 
 
-class _Mismatch(Exception):
+class TypeMismatch(Exception):
     """A value does not match a type annotation."""
 
 
-def _typed(value: Any, hint: Any) -> Any:
-    """``value`` as type ``hint`` (int -> float, numeric string -> float, tuple -> list), or ``_Mismatch``."""
+def typed_value(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (int -> float, numeric string -> float, tuple -> list), or ``TypeMismatch``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
@@ -338,26 +342,26 @@ def _typed(value: Any, hint: Any) -> Any:
         for arg in args:
             if arg is not type(None):
                 try:
-                    return _typed(value, arg)
-                except _Mismatch:
+                    return typed_value(value, arg)
+                except TypeMismatch:
                     pass
-        raise _Mismatch
+        raise TypeMismatch
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise _Mismatch
-        return [_typed(v, args[0]) for v in value]
+            raise TypeMismatch
+        return [typed_value(v, args[0]) for v in value]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise _Mismatch
-        return {k: _typed(v, args[1]) for k, v in value.items()}
+            raise TypeMismatch
+        return {k: typed_value(v, args[1]) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise _Mismatch
+        raise TypeMismatch
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _Mismatch
+        raise TypeMismatch
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -365,21 +369,21 @@ def _typed(value: Any, hint: Any) -> Any:
             try:
                 return float(value)
             except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
+                raise TypeMismatch from None
+        raise TypeMismatch
     if isinstance(hint, type) and isinstance(value, hint):
         return value
-    raise _Mismatch
+    raise TypeMismatch
 
 
-def _describe(hint: Any) -> str:
+def describe_type(hint: Any) -> str:
     """A type annotation in words (``list[int] | None`` -> ``a list of integers or null``)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        words = [_describe(a) for a in args if a is not type(None)]
+        words = [describe_type(a) for a in args if a is not type(None)]
         return " or ".join(words + (["null"] if type(None) in args else []))
     if origin is list:
-        inner = _describe(args[0])
+        inner = describe_type(args[0])
         return "a list of " + {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(
             inner, "values"
         )

@@ -10,7 +10,7 @@ def test_patches_have_patch_shape_even_for_small_images(dims):
     img = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
     tgt = np.zeros((1, *shape), np.uint8)
     ds = PatchDataset([img], [tgt], [16] * dims, samples=5, seed=0)
-    x, y = ds[0]
+    x, y = ds[0]["image"], ds[0]["target"]
     assert x.shape == (2, *([16] * dims)) and y.shape == (1, *([16] * dims))
     assert len(ds) == 5
 
@@ -21,8 +21,8 @@ def test_foreground_oversampling():
     tgt[0, 60:63, 60:63] = 1
     always = PatchDataset([img], [tgt], [16, 16], samples=20, foreground_fraction=1.0, intensity_probability=0)
     never = PatchDataset([img], [tgt], [16, 16], samples=20, foreground_fraction=0.0, intensity_probability=0)
-    hits_always = sum(int(always[i][1].sum() > 0) for i in range(20))
-    hits_never = sum(int(never[i][1].sum() > 0) for i in range(20))
+    hits_always = sum(int(always[i]["target"].sum() > 0) for i in range(20))
+    hits_never = sum(int(never[i]["target"].sum() > 0) for i in range(20))
     assert hits_always == 20 and hits_never < 10
 
 
@@ -31,13 +31,14 @@ def test_2d_patches_from_volumes():
     tgt = np.zeros((1, 12, 12, 7), np.uint8)
     tgt[0, :, :, 3] = 1
     ds = PatchDataset([vol], [tgt], [8, 8], samples=4, slice_axis=2, foreground_fraction=1.0)
-    x, y = ds[0]
+    item = ds[0]
+    x, y = item["image"], item["target"]
     assert x.shape == (1, 8, 8) and y.all()
 
 
 def test_reseed_repeats_the_stream():
     img = np.random.default_rng(0).normal(size=(1, 32, 32)).astype(np.float32)
     ds = PatchDataset([img], [np.zeros((1, 32, 32), np.uint8)], [8, 8], samples=3, seed=4)
-    first = ds[0][0]
+    first = ds[0]["image"]
     ds.reseed(4)
-    assert (ds[0][0] == first).all()
+    assert (ds[0]["image"] == first).all()

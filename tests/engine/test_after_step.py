@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from medssl import api
-from medssl.engine.pretraining import PretrainModule
+from medssl.engine.module import SystemModule
 from medssl.networks import UNetEncoder, load_encoder
 from medssl.pretrain import create
 from medssl.pretrain.byol import MomentumMethod
@@ -55,7 +55,7 @@ def test_byol_target_follows_the_ema_rule_through_lightning() -> None:
         real_after_step(step, max_steps)
 
     method.after_step = spy  # type: ignore[method-assign]
-    module = PretrainModule(method, lr=0.05, max_steps=STEPS)
+    module = SystemModule(method, lr=0.05, max_steps=STEPS)
     trainer = L.Trainer(
         max_steps=STEPS,
         accelerator="cpu",

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from medssl import api
-from medssl.engine import finetune as finetune_engine
+from medssl.engine import run as run_engine
 from medssl.engine.run_folder import MARKER, prepare_output_dir, read_marker, removed_on_failure
 from medssl.errors import MedsslError
 from tests.conftest import TINY
@@ -298,7 +298,7 @@ def test_failure_before_the_first_checkpoint_removes_the_new_folder(
 
     out = tmp_path / "new" / "run"
     with monkeypatch.context() as m:
-        m.setattr(finetune_engine, "_trainer", broken)
+        m.setattr(run_engine, "_trainer", broken)
         with pytest.raises(MedsslError, match="bad devices"):
             api.finetune(paired_2d, out, max_steps=1, quiet=True, **TINY)
     assert not (tmp_path / "new").exists(), "the folders the failed run created are gone"
@@ -319,7 +319,7 @@ def test_failure_in_an_existing_folder_leaves_it_empty(
         prepare_output_dir(out, kind="finetune")
         (out / "result.json").write_text("{}")
     with monkeypatch.context() as m:
-        m.setattr(finetune_engine, "_trainer", broken)
+        m.setattr(run_engine, "_trainer", broken)
         with pytest.raises(MedsslError):
             api.finetune(paired_2d, out, max_steps=1, overwrite=True, quiet=True, **TINY)
     assert out.is_dir() and not any(out.iterdir()), "the folder is kept, emptied: the rerun needs no --overwrite"
@@ -332,7 +332,7 @@ def test_interrupt_after_a_checkpoint_keeps_the_run(
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    monkeypatch.setattr(finetune_engine, "plot_training_curves", interrupted)  # after checkpoints/last.ckpt
+    monkeypatch.setattr(run_engine, "plot_training_curves", interrupted)  # after checkpoints/last.ckpt
     with pytest.raises(KeyboardInterrupt):
         api.finetune(paired_2d, out, max_steps=2, quiet=True, **TINY)
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "plan.json").is_file()

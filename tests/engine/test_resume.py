@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from medssl import api
 from medssl.cli import app
-from medssl.engine import finetune
+from medssl.data.sampling import CaseDataset
 from medssl.engine.resume import ResumableTraining, TrainingInterrupted
 from medssl.networks.weights import load_checkpoint_file
 from tests.conftest import TINY
@@ -165,7 +165,7 @@ def test_no_best_checkpoint_is_said_in_words(
     paired_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # no validation can run: an empty validation loader
-    monkeypatch.setattr(finetune._CaseList, "__len__", lambda self: 0)
+    monkeypatch.setattr(CaseDataset, "__len__", lambda self: 0)
     run = tmp_path / "run"
     result = api.finetune(paired_2d, run, max_steps=2, quiet=True, **TINY)
     assert result.best_val_dice is None

@@ -20,8 +20,6 @@ from torch.utils.data import DataLoader
 
 from medssl.data.plan import Plan
 from medssl.engine.module import SystemModule, lr_factor
-from medssl.engine.pretraining import PretrainModule
-from medssl.engine.segmentation import SegmentationModule
 from medssl.errors import MedsslError
 from medssl.pretrain import registry
 from medssl.segment.predict import build_network
@@ -251,7 +249,7 @@ def _module_keys(module: L.LightningModule) -> set[str]:
 def test_checkpoint_keys_keep_their_prefixes() -> None:
     plan = _plan(2)
     network = build_network(plan)
-    module = SegmentationModule(network, plan)
+    module = SystemModule(SupervisedSegmentation(network, plan), name="model")  # what finetune trains
     assert _module_keys(module) == {f"model.{k}" for k in network.state_dict()}
     # and they load back into the module (the supervised system's state is its network's)
     state = {k: torch.zeros_like(v) for k, v in module.state_dict().items()}
@@ -259,7 +257,7 @@ def test_checkpoint_keys_keep_their_prefixes() -> None:
     assert all(not v.any() for v in network.state_dict().values())
 
     method = registry.create("byol", spatial_dims=2, in_channels=1, channels=SMALL)
-    assert _module_keys(PretrainModule(method)) == {f"method.{k}" for k in method.state_dict()}
+    assert _module_keys(SystemModule(method, name="method")) == {f"method.{k}" for k in method.state_dict()}
 
 
 def test_supervised_validation_step_gives_the_case_dice() -> None:
@@ -287,6 +285,6 @@ def test_pretraining_optimiser_keeps_the_layout_of_earlier_checkpoints(name: str
     """Earlier versions gave AdamW every parameter of the method, BYOL's frozen target included; an optimiser over
     fewer parameters could not load the state of their checkpoints on --resume."""
     method = registry.create(name, spatial_dims=2, in_channels=1, channels=SMALL)
-    config = PretrainModule(method).configure_optimizers()
+    config = SystemModule(method).configure_optimizers()
     params = config["optimizer"].param_groups[0]["params"]
     assert [id(p) for p in params] == [id(p) for p in method.parameters()]

@@ -24,9 +24,10 @@ from medssl.data.layouts import discover
 from medssl.data.loading import load_checked_case
 from medssl.data.plan import Plan
 from medssl.data.preprocess import encode_target, preprocess_image
-from medssl.engine.segmentation import SegmentationModule, foreground_dice
+from medssl.engine.module import SystemModule
 from medssl.segment.inference import predict_logits
 from medssl.segment.predict import load_trained_model
+from medssl.segment.supervised import SupervisedSegmentation, foreground_dice
 from tests.conftest import TINY
 
 # Predicted (P) and true (G) label maps; K = 3 classes.
@@ -109,7 +110,7 @@ class Decode(nn.Module):
         return -((x - classes) ** 2)
 
 
-def _val_dice_logged(module: SegmentationModule, cases: list[tuple[torch.Tensor, torch.Tensor]], log: Path) -> float:
+def _val_dice_logged(module: SystemModule, cases: list[tuple[torch.Tensor, torch.Tensor]], log: Path) -> float:
     trainer = L.Trainer(
         accelerator="cpu",
         logger=CSVLogger(log, name="logs", version=0),
@@ -148,7 +149,7 @@ def test_logged_val_dice_is_the_mean_over_cases_of_the_mean_over_classes(tmp_pat
     assert math.isnan(per_case[1][1]) and per_case[2] == [0.0, 0.4]
     want = _mean_over_cases(per_case)
     batches = [(p[None].float(), t[None].float()) for p, t in cases]  # the engine's (image, target) pairs
-    module = SegmentationModule(Decode(3, multilabel=False), _plan())
+    module = SystemModule(SupervisedSegmentation(Decode(3, multilabel=False), _plan()))
     assert _val_dice_logged(module, batches, tmp_path) == pytest.approx(want, abs=1e-6)
 
 
@@ -161,7 +162,7 @@ def test_logged_val_dice_multilabel(tmp_path: Path) -> None:
     per_case = [[_numpy_dice(p[s].numpy(), t[s].numpy()) for s in range(2)] for p, t in cases]
     want = _mean_over_cases(per_case)
     batches = [(p.float(), t.to(torch.uint8)) for p, t in cases]
-    module = SegmentationModule(Decode(2, multilabel=True), _plan("multilabel", k=2))
+    module = SystemModule(SupervisedSegmentation(Decode(2, multilabel=True), _plan("multilabel", k=2)))
     assert _val_dice_logged(module, batches, tmp_path) == pytest.approx(want, abs=1e-6)
 
 

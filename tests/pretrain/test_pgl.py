@@ -124,6 +124,36 @@ def test_loss_is_the_symmetrised_local_loss() -> None:
     torch.testing.assert_close(losses["loss"], local + 0.25 * global_)
 
 
+def test_align_is_the_alignment_a_step_runs() -> None:
+    """``PGL.align`` (what benchmarks/pgl_cost.py times): CSAlign of the records, then FlipAlign and RoIAlign with the
+    method's sampling ratio of each view's half of every map onto the map's size; ``losses`` aligns through it, once,
+    the online and the target maps."""
+    views = PGLViews(intensity=False)
+    method = PGL(2, 1, SMALL, views=views, sampling_ratio=1)
+    x = images(2)
+    v1, v2, r1, r2 = views(x, torch.Generator().manual_seed(3))
+    maps = (torch.randn(4, 3, 5, 6), torch.randn(4, 2, 5, 6))
+    aligned, valid = method.align(maps, r1, r2)
+    regions = cs_align(r1, r2, (5, 6))
+    for got, m in zip(aligned, maps, strict=True):
+        first = align_features(m[:2], r1, *regions.view(0), (5, 6), sampling_ratio=1)
+        second = align_features(m[2:], r2, *regions.view(1), (5, 6), sampling_ratio=1)
+        torch.testing.assert_close(got, torch.cat((first, second)), rtol=0, atol=0)
+    assert torch.equal(valid, regions.valid)
+
+    calls: list[tuple[torch.Size, ...]] = []
+    real = method.align
+
+    def spy(maps: tuple[torch.Tensor, ...], one: list, two: list) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # type: ignore[type-arg]
+        calls.append(tuple(m.shape for m in maps))
+        return real(maps, one, two)
+
+    method.align = spy  # type: ignore[method-assign]
+    method.losses(x, torch.Generator().manual_seed(3))
+    deepest = method.encoder(torch.cat((v1, v2)))[-1].shape
+    assert calls == [(deepest, deepest)]
+
+
 def test_local_loss_leaves_out_samples_without_overlap() -> None:
     p, z = torch.randn(3, 4, 2, 2, requires_grad=True), torch.randn(3, 4, 2, 2)
     valid = torch.tensor([True, False, True])
@@ -193,7 +223,9 @@ def test_cli_3d(msd_3d: Path, tmp_path: Path) -> None:
 def test_cli_unknown_preset_is_a_clear_error(pngs: Path, tmp_path: Path) -> None:
     result, _ = _pretrain(tmp_path, pngs, "--preset", "huge")
     error = result.exception  # type: ignore[attr-defined]
-    assert isinstance(error, MedsslError) and "preset must be one of small, paper" in str(error)
+    assert isinstance(
+        error, MedsslError
+    ) and "preset of pretraining method 'pgl' must be one of 'small', 'paper', not 'huge'" in str(error)
 
 
 def test_registered() -> None:

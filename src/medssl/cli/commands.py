@@ -8,15 +8,22 @@ from typing import Annotated
 import typer
 
 from medssl.cli.common import (
+    OPTION_KINDS,
     Command,
+    ConfigFile,
     Overwrite,
     Quiet,
+    Sets,
     SkipBadCases,
     SkipBadInputs,
     app,
     config_default,
     data_app,
+    list_options,
+    list_presets,
+    merge_sets,
     out_console,
+    parse_sets,
     print_summary,
     resumable,
 )
@@ -54,7 +61,7 @@ def finetune(
         int | None, typer.Option("--max-steps", help=f"Optimiser steps {config_default(FinetuneConfig, 'max_steps')}.")
     ] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Encoder weights to start from.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of FinetuneConfig options.")] = None,
+    config: ConfigFile = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     devices: Annotated[str, typer.Option("--devices", help="Devices per node (DDP when > 1), or 'auto'.")] = "1",
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes for multi-node DDP.")] = 1,
@@ -70,31 +77,32 @@ def finetune(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     skip_bad_cases: SkipBadCases = False,
+    sets: Sets = None,
 ) -> None:
-    """Fine-tune a U-Net with Dice + cross-entropy, validate, and score the held-out test cases."""
+    """Fine-tune a U-Net with Dice + cross-entropy (or another `medssl list segmentation` system), validate, and
+    score the held-out test cases."""
     from medssl import api
 
     n_devices: int | str = int(devices) if devices.isdigit() else devices
-    result = api.finetune(
-        data,
-        out,
-        dims=dims,
-        label_fraction=label_fraction,
-        seed=seed,
-        max_steps=max_steps,
-        init=init,
-        config=config,
-        resume=resume,
-        overwrite=overwrite,
-        devices=n_devices,
-        num_nodes=num_nodes,
-        accelerator=accelerator,
-        precision=precision,
-        split_file=split,
-        quiet=quiet,
-        skip_bad_cases=skip_bad_cases,
-        max_minutes=max_minutes,
-    )
+    flags = {
+        "dims": dims,
+        "label_fraction": label_fraction,
+        "seed": seed,
+        "max_steps": max_steps,
+        "init": init,
+        "config": config,
+        "resume": resume,
+        "overwrite": overwrite,
+        "devices": n_devices,
+        "num_nodes": num_nodes,
+        "accelerator": accelerator,
+        "precision": precision,
+        "split_file": split,
+        "quiet": quiet,
+        "skip_bad_cases": skip_bad_cases,
+        "max_minutes": max_minutes,
+    }
+    result = api.finetune(data, out, **merge_sets(flags, parse_sets(sets)))
     if result.test_summary:
         print_summary(result.test_summary, f"test cases of {out}")
     out_console.print(f"run folder: {result.run_dir}")
@@ -107,7 +115,9 @@ def finetune(
 def pretrain(
     data: Annotated[Path, typer.Option("--data", help="Image folder (unlabelled or any labelled layout).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
-    method: Annotated[str, typer.Option("--method", help="Pretraining method: {pretrain_methods}.")],
+    method: Annotated[
+        str | None, typer.Option("--method", help="Pretraining method: {pretrain_methods} (or the --config's).")
+    ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="Method preset, e.g. pgl's 'paper' (3D ResNet-50, for GPUs).")
     ] = None,
@@ -115,7 +125,7 @@ def pretrain(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help=f"Optimiser steps {config_default(PretrainConfig, 'max_steps')}.")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of PretrainConfig options.")] = None,
+    config: ConfigFile = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, views and patches.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
@@ -123,27 +133,27 @@ def pretrain(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     skip_bad_cases: SkipBadCases = False,
+    sets: Sets = None,
 ) -> None:
     """Self-supervised pretraining of a U-Net encoder; writes RUN/encoder.pt for `medssl finetune --init`
     (fine-tune with the same `channels`)."""
     from medssl import api
 
-    result = api.pretrain(
-        data,
-        out,
-        method=method,
-        preset=preset,
-        dims=dims,
-        max_steps=max_steps,
-        config=config,
-        seed=seed,
-        resume=resume,
-        overwrite=overwrite,
-        accelerator=accelerator,
-        precision=precision,
-        quiet=quiet,
-        skip_bad_cases=skip_bad_cases,
-    )
+    flags = {
+        "method": method,
+        "preset": preset,
+        "dims": dims,
+        "max_steps": max_steps,
+        "config": config,
+        "seed": seed,
+        "resume": resume,
+        "overwrite": overwrite,
+        "accelerator": accelerator,
+        "precision": precision,
+        "quiet": quiet,
+        "skip_bad_cases": skip_bad_cases,
+    }
+    result = api.pretrain(data, out, **merge_sets(flags, parse_sets(sets)))
     out_console.print(f"run folder: {result.run_dir} ({result.global_step} steps, final loss {result.final_loss})")
     for what, path in result.files.items():
         out_console.print(f"  {what}: {path}")
@@ -253,15 +263,25 @@ def list_registered(
     kind: Annotated[
         str | None,
         typer.Argument(
-            help="Only this kind: pretraining, segmentation, label-free, evaluation or super-resolution.",
+            help="Only this kind: pretraining, segmentation, label-free, evaluation or super-resolution; or presets "
+            "(the --config presets shipped with medssl).",
             show_default=False,
         ),
     ] = None,
+    options: Annotated[
+        bool,
+        typer.Option(
+            "--options", help="Also each method's or system's options (type, default, what it does), for --set."
+        ),
+    ] = False,
 ) -> None:
     """What is registered, per kind (pretraining methods, segmentation systems, label-free methods, evaluation
-    protocols), with one line on each."""
+    protocols), with one line on each; `medssl list presets`: the --config presets."""
     from medssl import registry
 
+    if kind == "presets":
+        list_presets()
+        return
     for shown in registry.kinds() if kind is None else [kind]:
         entries = registry.names(shown)  # an unknown kind is refused with the known ones
         out_console.print(f"[bold]{shown}[/bold] (used by: {registry.used_by(shown)})", highlight=False)
@@ -271,6 +291,10 @@ def list_registered(
         for name in entries:
             line = f"  {name.ljust(width)}  {registry.describe(shown, name)}"
             out_console.print(line, highlight=False, markup=False, soft_wrap=True)
+            if options and shown in OPTION_KINDS:
+                list_options(shown, name)
+    if kind is None:
+        out_console.print("presets for --config: `medssl list presets`", highlight=False)
 
 
 @app.command(cls=Command)

@@ -8,9 +8,11 @@ import importlib.metadata
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
@@ -146,6 +148,59 @@ SkipBadInputs = Annotated[
 ]
 
 
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set any config field, or an option of the method or system (`medssl list pretraining --options`); "
+        "VALUE is read as YAML (3e-4, [0,1], true, null). Repeatable; overrides --config.",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file, or the name of a preset shipped with medssl (`medssl list presets`)."),
+]
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as ``{KEY: VALUE}``, each VALUE read as YAML (``[0, 1]`` a list, ``3e-4`` a number
+    once checked against its field).
+
+    Raises:
+        MedsslError: an item without ``=`` or a key, a VALUE that is no YAML, or a key given twice.
+    """
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, equals, text = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise MedsslError(f"--set takes KEY=VALUE (e.g. --set lr=3e-4), not {item!r}")
+        if key in values:
+            raise MedsslError(f"--set {key} is given twice")
+        try:
+            values[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise MedsslError(f"--set {key}: {text!r} is not a YAML value (quote text with spaces or colons)") from None
+    return values
+
+
+def merge_sets(flags: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of an api call: the command's ``flags`` with the ``--set`` values added (the api sorts
+    them into config fields and the method's or system's options, and refuses unknown ones). A key that is also a
+    flag may only be set through ``--set`` when the flag is unset (None), so that no value silently wins.
+
+    Raises:
+        MedsslError: a ``--set`` key whose flag has a value.
+    """
+    merged = dict(flags)
+    for key, value in sets.items():
+        if flags.get(key) is not None:
+            raise MedsslError(f"--set {key}: the command has its own option for {key}; give it there, once")
+        merged[key] = value
+    return merged
+
+
 def split_list(text: str | None, kind: type[Any], option: str) -> list[Any] | None:
     if text is None:
         return None
@@ -154,6 +209,34 @@ def split_list(text: str | None, kind: type[Any], option: str) -> list[Any] | No
         return [kind(t) for t in items]
     except ValueError:
         raise MedsslError(f"{option} must be a comma-separated list of {kind.__name__} values, not {text!r}") from None
+
+
+#: Registry kinds whose entries have options (``medssl.systems.options``), shown by ``medssl list --options``.
+OPTION_KINDS = ("pretraining", "segmentation", "label-free")
+
+
+def list_options(kind: str, name: str) -> None:
+    """Print the options of ``name`` of ``kind``, one line each: ``name: type = default  what it does``."""
+    from medssl.systems.options import listed_options
+
+    found = listed_options(kind, name)
+    if not found:
+        out_console.print("      (no options of its own)", highlight=False)
+    for option in found.values():
+        line = f"      {option.describe()}" + (f"  {option.doc}" if option.doc else "")
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def list_presets() -> None:
+    """Print the presets shipped for ``--config``, with the command that reads each and its first comment line."""
+    from medssl.configs import preset_command, presets
+
+    shipped = presets()
+    out_console.print("[bold]presets[/bold] (used by: --config NAME of the command shown)", highlight=False)
+    width = max((len(name) for name in shipped), default=0)
+    for name, about in shipped.items():
+        line = f"  {name.ljust(width)}  medssl {preset_command(name)}: {about}"
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def print_summary(summary: dict[str, dict[str, Any]], title: str, metrics: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from medssl.cli.common import (
     Command,
+    ConfigFile,
     Overwrite,
     Quiet,
     SkipBadCases,
@@ -61,7 +62,7 @@ def label_efficiency(
         ),
     ] = None,
     dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of LabelEfficiencyConfig options.")] = None,
+    config: ConfigFile = None,
     precision: Annotated[
         str | None,
         typer.Option(

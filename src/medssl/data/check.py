@@ -34,13 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl.data.geometry import ImageMeta
+from medssl.data.geometry import ImageMeta, geometry_difference
 from medssl.data.io import read_image, read_label
 from medssl.data.layouts import Case, DatasetIndex, scan_dataset
 from medssl.errors import MedsslError
 
 MAX_MASK_VALUES = 32
-GEOMETRY_RTOL = 1e-3
 _BINARY = (frozenset({0, 1}), frozenset({0, 255}))
 
 
@@ -88,11 +87,14 @@ class CaseArrays:
         images: ``(path, array, meta)`` of each readable channel file, ``array`` as ``read_image`` returns it.
         label: the label map (``read_label``), or None.
         structures: structure name -> mask (``read_label``), for the readable structure masks.
+        raters: observer name -> mask (``read_label``), for the readable masks of the observers other than the
+            label's (read when asked: ``check_case(raters=True)``).
     """
 
     images: list[tuple[Path, np.ndarray, ImageMeta]] = field(default_factory=list)
     label: np.ndarray | None = None
     structures: dict[str, np.ndarray] = field(default_factory=dict)
+    raters: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_dataset(path: str | Path) -> list[str]:
@@ -129,7 +131,7 @@ def check_dataset_report(path: str | Path) -> CheckReport:
         problems.append(f"no usable case in {root} (layout {index.layout!r})")
     tally = DatasetTally()
     for case in [*index.cases, *index.test_cases]:
-        problems += check_case(case, index, tally)[0]
+        problems += check_case(case, index, tally, raters=True)[0]  # every file, every observer
     problems += [line for _, line in dataset_problems(index, tally)]
     return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems, index.notes)
 
@@ -169,7 +171,12 @@ def _stray_files(index: DatasetIndex) -> list[str]:
 
 
 def check_case(
-    case: Case, index: DatasetIndex, tally: DatasetTally | None = None, *, images_only: bool = False
+    case: Case,
+    index: DatasetIndex,
+    tally: DatasetTally | None = None,
+    *,
+    images_only: bool = False,
+    raters: bool = False,
 ) -> tuple[list[str], CaseArrays]:
     """Read one case's images and masks: its problems with the files, values, shapes and geometry, and the arrays.
 
@@ -182,6 +189,7 @@ def check_case(
         index: its dataset (root, declared labels).
         tally: collects what the dataset-wide rules need; None when they are not wanted.
         images_only: check and read the image files only (pretraining ignores the masks).
+        raters: also check and read the other observers' masks, like the label, when a case has several.
 
     Returns:
         ``(problems, arrays)``: an empty list when the case is fine; the arrays read (for the loaders).
@@ -206,15 +214,20 @@ def check_case(
         problems += _compare(read[0][0], read[0][1], read[0][2], path, shape, meta, root, "channel file")
     if images_only:
         return problems, arrays
-    masks: list[tuple[Path, str | None]] = [(case.label, None)] if case.label is not None else []
-    masks += [(p, name) for name, p in (case.structures or {}).items()]
-    for mask_path, structure in masks:
+    # (path, structure, observer): a structure's mask is binary; the label and the observers' are label maps.
+    masks: list[tuple[Path, str | None, str | None]] = [(case.label, None, None)] if case.label is not None else []
+    masks += [(p, name, None) for name, p in (case.structures or {}).items()]
+    observers = (case.observers or {}) if raters else {}
+    masks += [(p, None, name) for name, p in observers.items() if len(observers) > 1 and p != case.label]
+    for mask_path, structure, observer in masks:
         tally.case_of[_rel(mask_path, root)] = case.case_id
         mask_problems, lab = _check_mask(mask_path, structure, read[0] if read else None, index, tally)
         problems += mask_problems
         if lab is None:
             continue
-        if structure is None:
+        if observer is not None:
+            arrays.raters[observer] = lab
+        elif structure is None:
             arrays.label = lab
         else:
             arrays.structures[structure] = lab
@@ -294,29 +307,6 @@ def _compare(
     return [f"geometry mismatch between image {a} and {what} {b}: {diff}"] if diff else []
 
 
-def geometry_difference(a: ImageMeta, b: ImageMeta, rtol: float = GEOMETRY_RTOL) -> str:
-    """Which of spacing, origin and direction differ beyond ``rtol`` ("" when they agree or one is not physical).
-
-    Args:
-        a: first geometry.
-        b: second geometry.
-        rtol: relative tolerance (origins also accept ``rtol`` times the voxel size, directions ``rtol``).
-
-    Returns:
-        A description of the differences, or "".
-    """
-    if not (a.physical and b.physical) or a.ndim != b.ndim:
-        return ""
-    diffs = []
-    if not np.allclose(a.spacing, b.spacing, rtol=rtol, atol=0.0):
-        diffs.append(f"spacing {_vec(a.spacing)} vs {_vec(b.spacing)}")
-    if not np.allclose(a.origin, b.origin, rtol=rtol, atol=rtol * max(*a.spacing, 1e-6)):
-        diffs.append(f"origin {_vec(a.origin)} vs {_vec(b.origin)}")
-    if not np.allclose(a.direction, b.direction, rtol=0.0, atol=rtol):
-        diffs.append("direction differs")
-    return "; ".join(diffs)
-
-
 # ----------------------------------------------------------------------------------------- dataset-wide rules
 
 
@@ -372,10 +362,6 @@ def _show(values: Iterable[int]) -> str:
     vals = sorted(values)
     text = ", ".join(str(v) for v in vals[:10])
     return "{" + text + (", ..." if len(vals) > 10 else "") + "}"
-
-
-def _vec(values: tuple[float, ...]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+GEOMETRY_RTOL = 1e-3
+
 
 @dataclass(frozen=True)
 class ImageMeta:
@@ -84,3 +86,30 @@ class ImageMeta:
         return replace(
             self, shape=tuple(int(s) for s in shape), spacing=spacing if spacing is not None else self.spacing
         )
+
+
+def geometry_difference(a: ImageMeta, b: ImageMeta, rtol: float = GEOMETRY_RTOL) -> str:
+    """Which of spacing, origin and direction differ beyond ``rtol`` ("" when they agree or one is not physical).
+
+    Args:
+        a: first geometry.
+        b: second geometry.
+        rtol: relative tolerance (origins also accept ``rtol`` times the voxel size, directions ``rtol``).
+
+    Returns:
+        A description of the differences, or "".
+    """
+    if not (a.physical and b.physical) or a.ndim != b.ndim:
+        return ""
+    diffs = []
+    if not np.allclose(a.spacing, b.spacing, rtol=rtol, atol=0.0):
+        diffs.append(f"spacing {_vec(a.spacing)} vs {_vec(b.spacing)}")
+    if not np.allclose(a.origin, b.origin, rtol=rtol, atol=rtol * max(*a.spacing, 1e-6)):
+        diffs.append(f"origin {_vec(a.origin)} vs {_vec(b.origin)}")
+    if not np.allclose(a.direction, b.direction, rtol=0.0, atol=rtol):
+        diffs.append("direction differs")
+    return "; ".join(diffs)
+
+
+def _vec(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

@@ -34,6 +34,8 @@ class LoadedCase:
         meta: geometry of the (first) image file.
         label: ``(*spatial)`` int64 label map, or None.
         structures: ``(S, *spatial)`` bool, one binary mask per structure, or None.
+        raters: ``(R, *spatial)`` int64 label maps, one per observer (``Case.observers`` order, the label's
+            first), when they were asked for and the case has several; else None.
     """
 
     case_id: str
@@ -41,6 +43,7 @@ class LoadedCase:
     meta: ImageMeta
     label: np.ndarray | None = None
     structures: np.ndarray | None = None
+    raters: np.ndarray | None = None
 
 
 def load_image_channels(paths: tuple[Path, ...] | list[Path]) -> tuple[np.ndarray, ImageMeta]:
@@ -75,6 +78,7 @@ def load_checked_cases(
     *,
     keep: Collection[str] | None = None,
     images_only: bool = False,
+    raters: bool = False,
     progress: Callable[[list[Case], str], Iterable[Case]] | None = None,
 ) -> CheckedCases:
     """Read every case once, check it as ``medssl data check`` does, and keep the good ones wanted in memory.
@@ -87,6 +91,8 @@ def load_checked_cases(
         cases: the cases to read and check.
         keep: ids of the good cases to keep in memory (None: all); the others are only checked.
         images_only: read the image files only (pretraining).
+        raters: also read and check every observer's mask of the cases that have several (``LoadedCase.raters``);
+            off by default: the other observers cost memory and reading time.
         progress: ``wrap(items, what)`` progress bar.
 
     Returns:
@@ -96,7 +102,7 @@ def load_checked_cases(
     result = CheckedCases()
     tally = DatasetTally()
     for case in progress(cases, "reading and checking cases") if progress else cases:
-        problems, arrays = check_case(case, index, tally, images_only=images_only)
+        problems, arrays = check_case(case, index, tally, images_only=images_only, raters=raters)
         if problems:
             result.bad[case.case_id] = problems
         elif keep is None or case.case_id in keep:
@@ -109,13 +115,17 @@ def load_checked_cases(
     return result
 
 
-def load_checked_case(case: Case, index: DatasetIndex, *, images_only: bool = False) -> LoadedCase:
+def load_checked_case(
+    case: Case, index: DatasetIndex, *, images_only: bool = False, raters: bool = False
+) -> LoadedCase:
     """One case, read and checked as ``medssl data check`` does (per-case rules only); a problem raises.
+
+    ``images_only`` and ``raters`` as in ``load_checked_cases``.
 
     Raises:
         MedsslError: the case's first problem, as ``medssl data check`` words it.
     """
-    problems, arrays = check_case(case, index, images_only=images_only)
+    problems, arrays = check_case(case, index, images_only=images_only, raters=raters)
     if problems:
         raise MedsslError(problems[0])
     return _from_arrays(case, arrays, index.structures, images_only)
@@ -186,4 +196,8 @@ def _from_arrays(case: Case, arrays: CaseArrays, structures: list[str] | None, i
         if missing:
             raise MedsslError(f"case {case.case_id} has no mask for structure {missing[0]!r}")
         loaded.structures = np.stack([arrays.structures[n] > 0 for n in names])
+    if arrays.raters and arrays.label is not None and case.observers:
+        # The label is the first observer's mask, read once: check_case reads only the other observers.
+        label = arrays.label
+        loaded.raters = np.stack([label if p == case.label else arrays.raters[o] for o, p in case.observers.items()])
     return loaded

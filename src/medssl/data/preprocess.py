@@ -76,17 +76,47 @@ def encode_target(case: LoadedCase, plan: Plan) -> np.ndarray:
         return resample(case.structures.astype(np.uint8), shape, nearest=True)
     if case.label is None:
         raise MedsslError(f"case {case.case_id} has no label map")
+    return resample(_class_indices(case.label[None], case.case_id, plan), shape, nearest=True)
+
+
+def encode_raters(case: LoadedCase, plan: Plan) -> np.ndarray:
+    """Every rater's label map as a training target on the plan's grid, encoded as ``encode_target`` encodes the
+    label (a labelmap plan: the raters of a multi-rater dataset draw label maps). With a binary plan (classes 0/1
+    or 0/255), a rater's binary mask is foreground where nonzero whichever of 0/1 and 0/255 it uses: DRIVE's first
+    observer draws 0/255, its second 0/1.
+
+    Returns:
+        ``(R, *spatial)`` uint8 class indices, one map per rater (``LoadedCase.raters`` order).
+
+    Raises:
+        MedsslError: the case has no raters' maps (one observer, or not loaded with ``raters=True``), the plan is
+            not a labelmap plan, or a rater used a value that is not a planned class.
+    """
+    if case.raters is None:
+        raise MedsslError(f"case {case.case_id} has no raters' label maps (one observer, or not loaded with raters)")
+    if plan.task == "multilabel":
+        raise MedsslError(f"case {case.case_id}: raters' label maps need a labelmap plan, not a multilabel one")
+    maps = case.raters
+    if plan.class_values in ([0, 1], [0, 255]):
+        binary = [any(set(np.unique(m).tolist()) <= pair for pair in ({0, 1}, {0, 255})) for m in maps]
+        maps = np.stack([(m > 0) * plan.class_values[1] if yes else m for m, yes in zip(maps, binary, strict=True)])
+    shape = resampled_shape(case.meta, case.image.shape[1:], plan)
+    return resample(_class_indices(maps, case.case_id, plan), shape, nearest=True)
+
+
+def _class_indices(labels: np.ndarray, case_id: str, plan: Plan) -> np.ndarray:
+    """Raw label values to the plan's class indices, uint8, same shape."""
     lut = {v: i for i, v in enumerate(plan.class_values)}
-    values = np.unique(case.label)
+    values = np.unique(labels)
     unknown = [int(v) for v in values if int(v) not in lut]
     if unknown:
         raise MedsslError(
-            f"case {case.case_id}: label values {unknown} are not among the planned classes {plan.class_values}"
+            f"case {case_id}: label values {unknown} are not among the planned classes {plan.class_values}"
         )
-    encoded = np.zeros(case.label.shape, dtype=np.uint8)
+    encoded = np.zeros(labels.shape, dtype=np.uint8)
     for v in values:
-        encoded[case.label == v] = lut[int(v)]
-    return resample(encoded[None], shape, nearest=True)
+        encoded[labels == v] = lut[int(v)]
+    return encoded
 
 
 def probabilities_to_labels(probs: torch.Tensor, plan: Plan, meta: ImageMeta) -> np.ndarray:

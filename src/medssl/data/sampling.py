@@ -1,38 +1,56 @@
 """Training patches drawn from preprocessed cases held in memory, with nnU-Net's foreground oversampling
 and cheap per-sample intensity augmentation (spatial augmentation runs batched in torch, see
-``medssl.segment.augment``)."""
+``medssl.segment.augment``), and whole cases for validation and test. Both yield dicts named as a
+``medssl.systems.Batch`` (``image``, ``target``, and any extra per-case field such as ``raters``)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medssl.systems.base import IMAGE, TARGET
+
+__all__ = ["CaseDataset", "PatchDataset"]
+
 _MAX_FG_COORDS = 20000
 
 
-class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Random patches ``(C, *patch)`` and targets ``(T, *patch)`` from in-memory cases.
+class PatchDataset(Dataset[dict[str, torch.Tensor]]):
+    """Random patches ``{"image": (C, *patch), "target": (T, *patch), <extra>: (E, *patch)}`` from in-memory cases.
+
+    The target and every extra field are cut, sliced and flipped exactly like the image; only the image gets the
+    intensity augmentation.
 
     Args:
         images: preprocessed ``(C, *spatial)`` float32 arrays.
-        targets: ``(T, *spatial)`` uint8 arrays on the same grids.
+        targets: ``(T, *spatial)`` uint8 arrays on the same grids, or None: image-only patches (no ``target``
+            field, no foreground to oversample: plain random crops, e.g. pretraining).
         patch_size: patch per spatial axis of the network (2 values for a 2D network on volumes).
         samples: length of one pass (steps between validations x batch size).
-        foreground_fraction: share of patches centred on a foreground voxel.
+        extras: more fields, name -> one ``(E, *spatial)`` array per case on the same grid (e.g. ``"raters"``:
+            every rater's encoded target); padded with 0 like the target.
+        foreground_fraction: share of patches centred on a foreground voxel of the target.
         slice_axis: axis of the volume that a 2D network slices, or None.
         flip_axes: network spatial axes mirrored with probability 0.5.
         intensity_probability: probability of a random contrast/brightness change and of Gaussian noise.
         seed: seed of the patch stream (rank-dependent under DDP).
+
+    Raises:
+        ValueError: a field without one array per image, an array whose spatial shape is not its image's, or an
+            extra field named ``image`` or ``target``.
     """
 
     def __init__(
         self,
         images: list[np.ndarray],
-        targets: list[np.ndarray],
+        targets: list[np.ndarray] | None,
         patch_size: list[int],
         samples: int,
         *,
+        extras: Mapping[str, list[np.ndarray]] | None = None,
         foreground_fraction: float = 0.33,
         slice_axis: int | None = None,
         flip_axes: list[int] | None = None,
@@ -41,6 +59,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ) -> None:
         self.images = images
         self.targets = targets
+        self.extras = _fields(images, targets, extras)
         self.patch = list(patch_size)
         self.samples = samples
         self.fg_fraction = foreground_fraction
@@ -49,7 +68,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.p_intensity = intensity_probability
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.fg = [self._foreground_coords(t) for t in targets]
+        # No target, no foreground: no draw of the stream goes to it (the crops of an all-zero target).
+        no_fg = np.zeros((0, images[0].ndim - 1 if images else 0), np.int64)
+        self.fg = [self._foreground_coords(t) for t in targets] if targets is not None else [no_fg] * len(images)
 
     def reseed(self, seed: int) -> None:
         """Restart the patch stream (each DDP rank gets its own)."""
@@ -65,28 +86,35 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return self.samples
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # The draws of the stream, in this order (a resumed run and the recorded results depend on it): case,
+        # foreground or not and which voxel, slice, crop start, flips, intensity.
         rng = self.rng
         i = int(rng.integers(len(self.images)))
-        image, target, fg = self.images[i], self.targets[i], self.fg[i]
+        fg = self.fg[i]
         centre = fg[rng.integers(len(fg))] if len(fg) and rng.random() < self.fg_fraction else None
+        arrays = {IMAGE: self.images[i]}
+        if self.targets is not None:
+            arrays[TARGET] = self.targets[i]
+        arrays.update({name: per_case[i] for name, per_case in self.extras.items()})
         if self.slice_axis is not None:
             ax = self.slice_axis + 1
-            k = int(centre[self.slice_axis]) if centre is not None else int(rng.integers(image.shape[ax]))
-            image, target = np.take(image, k, axis=ax), np.take(target, k, axis=ax)
+            k = int(centre[self.slice_axis]) if centre is not None else int(rng.integers(arrays[IMAGE].shape[ax]))
+            arrays = {name: np.take(a, k, axis=ax) for name, a in arrays.items()}
             if centre is not None:
                 centre = np.delete(centre, self.slice_axis)
-        x, y = self._crop(image, target, centre, rng)
+        arrays = self._crop(arrays, centre, rng)
         for a in self.flip_axes:
             if rng.random() < 0.5:
-                x, y = np.flip(x, a + 1), np.flip(y, a + 1)
-        x = self._intensity(np.ascontiguousarray(x, dtype=np.float32), rng)
-        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
+                arrays = {name: np.flip(v, a + 1) for name, v in arrays.items()}
+        x = self._intensity(np.ascontiguousarray(arrays.pop(IMAGE), dtype=np.float32), rng)
+        return {IMAGE: torch.from_numpy(x)} | {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
     def _crop(
-        self, image: np.ndarray, target: np.ndarray, centre: np.ndarray | None, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        shape = np.asarray(image.shape[1:])
+        self, arrays: dict[str, np.ndarray], centre: np.ndarray | None, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """The same patch of every array (zero-padded where it leaves the image)."""
+        shape = np.asarray(arrays[IMAGE].shape[1:])
         patch = np.asarray(self.patch)
         if centre is None:
             start = np.array(
@@ -97,11 +125,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             start = np.clip(start, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
         lo = np.maximum(start, 0)
         hi = np.minimum(start + patch, shape)
-        region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        region = (slice(None), *(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)))
         pad = [(0, 0)] + [(int(a - s), int(s + p - b)) for a, b, s, p in zip(lo, hi, start, patch, strict=True)]
-        x = np.pad(image[(slice(None), *region)], pad)
-        y = np.pad(target[(slice(None), *region)], pad)
-        return x, y
+        return {name: np.pad(a[region], pad) for name, a in arrays.items()}
 
     def _intensity(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.p_intensity:
@@ -109,3 +135,55 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if rng.random() < self.p_intensity / 2:
             x = x + rng.normal(0.0, rng.uniform(0.0, 0.1), size=x.shape).astype(np.float32)
         return x
+
+
+class CaseDataset(Dataset[dict[str, torch.Tensor]]):
+    """Whole preprocessed cases, one per item, as ``{"image": (C, *spatial), "target": (T, *spatial), <extra>}``
+    (validation and test: a loader with ``batch_size=1`` gives one case per batch).
+
+    Args:
+        images: preprocessed ``(C, *spatial)`` float32 arrays.
+        targets: their ``(T, *spatial)`` targets, or None (no ``target`` field).
+        extras: more fields, name -> one ``(E, *spatial)`` array per case (e.g. ``"raters"``).
+
+    Raises:
+        ValueError: as ``PatchDataset``.
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        targets: list[np.ndarray] | None = None,
+        *,
+        extras: Mapping[str, list[np.ndarray]] | None = None,
+    ) -> None:
+        self.images, self.targets = images, targets
+        self.extras = _fields(images, targets, extras)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {IMAGE: torch.from_numpy(self.images[i])}
+        if self.targets is not None:
+            item[TARGET] = torch.from_numpy(self.targets[i])
+        return item | {name: torch.from_numpy(per_case[i]) for name, per_case in self.extras.items()}
+
+
+def _fields(
+    images: list[np.ndarray], targets: list[np.ndarray] | None, extras: Mapping[str, list[np.ndarray]] | None
+) -> dict[str, list[np.ndarray]]:
+    """The extra fields, once checked: one array per image, each on its image's grid, no name taken by the image or
+    target (a mismatch would otherwise crop the wrong voxels silently)."""
+    extras = dict(extras or {})
+    taken = [name for name in extras if name in (IMAGE, TARGET)]
+    if taken:
+        raise ValueError(f"extra field {taken[0]!r} would replace the {taken[0]} field")
+    named = ({TARGET: targets} if targets is not None else {}) | extras
+    for name, arrays in named.items():
+        if len(arrays) != len(images):
+            raise ValueError(f"{len(arrays)} {name} array(s) for {len(images)} image(s)")
+        for k, (image, array) in enumerate(zip(images, arrays, strict=True)):
+            if array.shape[1:] != image.shape[1:]:
+                raise ValueError(f"{name} {k} is {array.shape[1:]} but its image is {image.shape[1:]} (spatial)")
+    return extras

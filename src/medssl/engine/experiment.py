@@ -243,24 +243,20 @@ def _pretrain(
     if (run / "result.json").is_file() and encoder.is_file():
         return encoder
     console.print(f"pretraining {method} on {len(train_ids)} training images ({cfg.pretrain_steps} steps)")
-    options = dataclasses.asdict(resolve(PretrainConfig, None, **cfg.pretrain))
-    for unused in ("method", "max_steps", "batch_size", "patch_size", "channels", "method_options"):
-        options.pop(unused)
-    shared = {**shared, **{k: v for k, v in cfg.pretrain.items() if k in shared}}
+    stage = {k: v for k, v in cfg.pretrain.items() if k != "method_options"}  # per method: cfg.method_options
+    stage |= {k: v for k, v in shared.items() if k not in cfg.pretrain}
+    settings = resolve(PretrainConfig, None, **stage, method=method, max_steps=cfg.pretrain_steps)
+    settings = dataclasses.replace(settings, method_options=dict(cfg.method_options.get(method, {})))
     result = run_pretrain(
         data,
         run,
-        method=method,
+        settings,
         dims=dims,
-        max_steps=cfg.pretrain_steps,
-        **shared,
-        **options,
         cases=train_ids,
         resume=run.is_dir() and any(run.iterdir()),
         accelerator=accelerator,
         precision=cfg.precision,
         quiet=quiet,
-        **cfg.method_options.get(method, {}),
     )
     if result.encoder is None:
         raise MedsslError(f"pretraining {method} wrote no encoder in {run}")

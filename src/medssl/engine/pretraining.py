@@ -8,86 +8,26 @@ Labels in the dataset are ignored. The exported ``RUN/encoder.pt`` has the plan'
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
-import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
-
-from medssl.config import PretrainConfig, save_config
+from medssl.config import PretrainConfig
 from medssl.data.layouts import discover
 from medssl.data.loading import bad_cases_error, load_checked_cases, print_skipped
-from medssl.data.plan import Plan, compute_fingerprint, make_plan
+from medssl.data.plan import Fingerprint, Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import preprocess_image
 from medssl.data.sampling import PatchDataset
-from medssl.engine.checkpoint_io import SafeCheckpointIO
-from medssl.engine.module import SCHEDULES, SystemModule
-from medssl.engine.plots import plot_training_curves
-from medssl.engine.resume import ResumableTraining, say_where_resumed
-from medssl.engine.run_folder import (
-    is_main_process,
-    log_version,
-    metric_logs,
-    prepare_output_dir,
-    progress_bar,
-    save_fingerprint,
-    save_json,
-)
-from medssl.engine.trainer_setup import make_trainer
+from medssl.engine.module import SCHEDULES
+from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
+from medssl.engine.run_folder import is_main_process
 from medssl.errors import MedsslError
 from medssl.networks.weights import save_encoder
 from medssl.pretrain import PretrainMethod, create, get
+from medssl.systems import System
 
-__all__ = ["SCHEDULES", "PretrainModule", "PretrainResult", "run_pretrain"]
-
-
-class PretrainModule(SystemModule):
-    """``SystemModule`` for a ``PretrainMethod``, kept as ``method`` (checkpoint keys ``method.*``, which
-    ``medssl.networks.weights`` reads): AdamW and a warm-up + decay schedule.
-
-    Every loss the method returns is logged: ``"loss"`` as ``train_loss``, the others as ``train_<name>``.
-
-    Args:
-        method: the method to train (its encoder, heads and momentum networks live in this module's state).
-        lr: peak learning rate; weight_decay: AdamW weight decay.
-        max_steps: optimiser steps of the run (length of the decay, and of ``after_step`` schedules).
-        schedule: ``cosine`` or ``poly`` (exponent 0.9) decay to zero.
-        warmup_steps: linear warm-up before the decay.
-    """
-
-    def __init__(
-        self,
-        method: PretrainMethod,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        max_steps: int = 1000,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
-    ) -> None:
-        super().__init__(
-            method,
-            name="method",
-            lr=lr,
-            weight_decay=weight_decay,
-            max_steps=max_steps,
-            schedule=schedule,
-            warmup_steps=warmup_steps,
-        )
-
-    @property
-    def method(self) -> PretrainMethod:
-        """The method being trained."""
-        method = self.system
-        assert isinstance(method, PretrainMethod)
-        return method
+__all__ = ["SCHEDULES", "PretrainRecipe", "PretrainResult", "run_pretrain"]
 
 
 @dataclass
@@ -106,20 +46,9 @@ class PretrainResult:
 def run_pretrain(
     data: str | Path,
     out: str | Path,
+    cfg: PretrainConfig,
     *,
-    method: str,
     dims: int | None = None,
-    max_steps: int = 1000,
-    batch_size: int | None = None,
-    patch_size: list[int] | None = None,
-    channels: list[int] | None = None,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-5,
-    schedule: str = "cosine",
-    warmup_steps: int = 0,
-    log_interval: int = 10,
-    checkpoint_interval: int = 250,
-    max_minutes: float | None = None,
     seed: int = 0,
     cases: Collection[str] | None = None,
     resume: bool = False,
@@ -128,17 +57,15 @@ def run_pretrain(
     precision: str = "32-true",
     quiet: bool = False,
     skip_bad_cases: bool = False,
-    **method_kwargs: Any,
 ) -> PretrainResult:
-    """Pretrain an encoder with a registered self-supervised method on every image of ``data``.
+    """Pretrain an encoder with the registered self-supervised method ``cfg.method`` on every image of ``data``.
 
     Args:
         data: dataset folder in any supported layout, labelled or not (labels are ignored; test images are used).
         out: run folder (created; an existing one needs ``overwrite`` or ``resume``).
-        method: registered method name (``medssl.pretrain.names()``).
+        cfg: resolved settings, the method's own options in ``cfg.method_options`` (``medssl.api.pretrain``
+            checks them); ``None`` sizes come from the plan.
         dims: 2 or 3 (default: the data's).
-        max_steps, batch_size, patch_size, channels, lr, weight_decay, schedule, warmup_steps, log_interval,
-            checkpoint_interval, max_minutes: see ``medssl.config.PretrainConfig``.
         seed: seed of the initialisation, the views and the patch stream.
         cases: pretrain on these case ids only (e.g. the training cases of a split, keeping test images out).
         resume: continue an interrupted run from ``checkpoints/last.ckpt`` (with the run's ``plan.json``).
@@ -146,190 +73,161 @@ def run_pretrain(
         quiet: no progress bars.
         skip_bad_cases: leave out the images ``medssl data check`` would report (unreadable, NaN/inf, channel
             files or dimensionality that disagree; listed, and recorded in ``command.json``) instead of refusing.
-        method_kwargs: keyword arguments of the method (e.g. ``temperature=0.2``).
 
     Returns:
         The run folder, with ``plan.json``, ``config.yaml``, ``checkpoints/last.ckpt``, ``logs/``,
         ``training_curves.png``, ``result.json`` and ``encoder.pt`` (for ``medssl finetune --init``).
     """
-    get(method)  # unknown name: one error listing the known ones, before any work
-    if max_steps < 1:
-        raise MedsslError(f"max_steps must be at least 1, not {max_steps}")
-    if schedule not in SCHEDULES:
-        raise MedsslError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-    main = is_main_process()
-    progress = progress_bar(quiet or not main)
-    index = discover(data)
-    found = [*index.cases, *index.test_cases]
-    if cases is not None:
-        wanted = set(cases)
-        missing = sorted(wanted - {c.case_id for c in found})
-        if missing:
-            raise MedsslError(f"{len(missing)} requested case(s) not in {data}: {', '.join(missing[:10])}")
-        found = [c for c in found if c.case_id in wanted]
-    checked = load_checked_cases(index, found, images_only=True, progress=progress)
-    if checked.bad and not skip_bad_cases:
-        raise bad_cases_error(data, checked.bad)
-    if len(checked.bad) == len(found):
-        raise MedsslError(f"every image of {data} has a problem (run `medssl data check {data}`)")
-    if main:
-        print_skipped(checked.bad)
-    loaded = [checked.loaded[c.case_id] for c in found if c.case_id in checked.loaded]
-    skipped = checked.bad
-    del checked
-    # Only now, with the data read: a typo in --data must not wipe the run that --overwrite would replace.
-    run = prepare_output_dir(out, kind="pretrain", overwrite=overwrite, resume=resume, inputs=(data,))
+    get(cfg.method)  # unknown name: one error listing the known ones, before any work
+    if cfg.max_steps < 1:
+        raise MedsslError(f"max_steps must be at least 1, not {cfg.max_steps}")
+    if cfg.schedule not in SCHEDULES:
+        raise MedsslError(f"schedule must be one of {', '.join(SCHEDULES)}, not {cfg.schedule!r}")
+    recipe = PretrainRecipe(data, cfg, dims=dims, seed=seed, cases=cases, skip_bad_cases=skip_bad_cases)
+    settings = TrainingSettings(
+        max_steps=cfg.max_steps,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps,
+        seed=seed,
+        max_minutes=cfg.max_minutes,
+        accelerator=accelerator,
+        precision=precision,
+        quiet=quiet,
+    )
+    trained = run_training(recipe, out, settings, resume=resume, overwrite=overwrite)
+    loss = trained.trainer.callback_metrics.get("train_loss")
+    encoder = trained.files.get("encoder")
+    return PretrainResult(
+        trained.run,
+        Path(encoder) if encoder else None,
+        trained.run / "checkpoints" / "last.ckpt",
+        trained.trainer.global_step,
+        float(loss) if loss is not None else None,
+        trained.files,
+        trained.train_seconds,
+    )
 
-    plan_path = run / "plan.json"
-    if resume and plan_path.is_file():
-        plan = Plan.load(plan_path)
-    else:
-        fp = compute_fingerprint(loaded, index.modality, seed=seed)
+
+class PretrainRecipe(RunRecipe):
+    """``medssl pretrain``: every image of a dataset (labels ignored), random patches, the registered pretraining
+    method ``cfg.method`` (checkpoint keys ``method.*``), ``last.ckpt`` every ``checkpoint_interval`` steps, and the
+    method's encoder exported as ``encoder.pt``.
+
+    Args: see ``run_pretrain``.
+    """
+
+    kind = "pretrain"
+    module_name = "method"  # medssl.networks.weights reads a pretraining checkpoint's encoder under method.*
+
+    def __init__(
+        self,
+        data: str | Path,
+        cfg: PretrainConfig,
+        *,
+        dims: int | None,
+        seed: int,
+        cases: Collection[str] | None,
+        skip_bad_cases: bool,
+    ) -> None:
+        self.data, self.cfg, self.dims, self.seed, self.cases = data, cfg, dims, seed, cases
+        self.skip_bad_cases = skip_bad_cases
+        self.checkpoint_every = cfg.checkpoint_interval
+        self.log_every = min(cfg.log_interval, cfg.max_steps)
+
+    @property
+    def inputs(self) -> tuple[str | Path | None, ...]:
+        return (self.data,)
+
+    def read(self, progress: Progress) -> None:
+        """Read and check every image of the dataset (of ``cases`` only, when given)."""
+        self.index = index = discover(self.data)
+        found = [*index.cases, *index.test_cases]
+        if self.cases is not None:
+            wanted = set(self.cases)
+            missing = sorted(wanted - {c.case_id for c in found})
+            if missing:
+                raise MedsslError(f"{len(missing)} requested case(s) not in {self.data}: {', '.join(missing[:10])}")
+            found = [c for c in found if c.case_id in wanted]
+        checked = load_checked_cases(index, found, images_only=True, progress=progress)
+        if checked.bad and not self.skip_bad_cases:
+            raise bad_cases_error(self.data, checked.bad)
+        if len(checked.bad) == len(found):
+            raise MedsslError(f"every image of {self.data} has a problem (run `medssl data check {self.data}`)")
+        if is_main_process():
+            print_skipped(checked.bad)
+        self.loaded = [checked.loaded[c.case_id] for c in found if c.case_id in checked.loaded]
+        self.skipped = checked.bad
+
+    def make_plan(self) -> tuple[Plan, Fingerprint]:
+        fp = compute_fingerprint(self.loaded, self.index.modality, seed=self.seed)
+        cfg = self.cfg
         plan = make_plan(
             fp,
-            spatial_dims=dims,
-            patch_size=patch_size,
-            channels=channels,
-            batch_size=batch_size,
+            spatial_dims=self.dims,
+            patch_size=cfg.patch_size,
+            channels=cfg.channels,
+            batch_size=cfg.batch_size,
             require_labels=False,
         )
-        if main:
-            plan.save(plan_path)
-            save_fingerprint(fp, run / "fingerprint.json")
-    cfg = PretrainConfig(
-        method=method,
-        max_steps=max_steps,
-        batch_size=plan.batch_size,
-        patch_size=list(plan.patch_size),
-        channels=list(plan.channels),
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        log_interval=log_interval,
-        checkpoint_interval=checkpoint_interval,
-        max_minutes=max_minutes,
-        method_options=dict(method_kwargs),
-    )
-    if main:
+        return plan, fp
+
+    def records(self, plan: Plan) -> dict[str, Any]:
+        # the plan's sizes, resolved
+        config = replace(
+            self.cfg, batch_size=plan.batch_size, patch_size=list(plan.patch_size), channels=list(plan.channels)
+        )
+        command = {
+            "data": str(self.data),
+            "dims": self.dims,
+            "seed": self.seed,
+            "method": self.cfg.method,
+            "cases": sorted(self.cases) if self.cases else None,
+            "skipped_cases": self.skipped,
+        }
+        return {"config.yaml": config, "command.json": command}
+
+    def patch_seed(self, seed: int, rank: int) -> int:
+        return seed  # one process
+
+    def datasets(self, plan: Plan) -> tuple[PatchDataset, None]:
+        images = [preprocess_image(c.image, c.meta, plan) for c in self.loaded]
+        self.loaded = []
+        patches = PatchDataset(
+            images,
+            None,  # image-only patches: plain random crops
+            plan.patch_size,
+            plan.batch_size * max(1, min(self.cfg.max_steps, self.cfg.checkpoint_interval)),
+            foreground_fraction=0.0,
+            slice_axis=plan.slice_axis,
+            intensity_probability=0.0,  # the method's views do the augmentation
+            seed=self.seed,
+        )
+        return patches, None
+
+    def build_system(self, plan: Plan) -> System:
         try:
-            save_config(cfg, run / "config.yaml")
-        except yaml.YAMLError as exc:
-            raise MedsslError(f"method options must be plain values (numbers, strings, lists): {exc}") from None
-        save_json(
-            run / "command.json",
-            {
-                "data": str(data),
-                "dims": dims,
-                "seed": seed,
-                "method": method,
-                "cases": sorted(cases) if cases else None,
-                "skipped_cases": skipped,
-            },
-        )
+            return create(
+                self.cfg.method,
+                spatial_dims=plan.spatial_dims,
+                in_channels=plan.in_channels,
+                channels=plan.channels,
+                **self.cfg.method_options,
+            )
+        except (TypeError, ValueError) as exc:
+            raise MedsslError(f"cannot build pretraining method {self.cfg.method!r}: {exc}") from None
 
-    images = [preprocess_image(c.image, c.meta, plan) for c in progress(loaded, "preprocessing")]
-    del loaded
-    # PatchDataset wants targets: an all-zero view per image costs no memory (no foreground, plain random crops).
-    dummy = [np.broadcast_to(np.zeros((1,) * x.ndim, np.uint8), (1, *x.shape[1:])) for x in images]
-    patches = PatchDataset(
-        images,
-        dummy,
-        plan.patch_size,
-        plan.batch_size * max(1, min(max_steps, checkpoint_interval)),
-        foreground_fraction=0.0,
-        slice_axis=plan.slice_axis,
-        intensity_probability=0.0,  # the method's views do the augmentation
-        seed=seed,
-    )
-
-    L.seed_everything(seed, workers=True, verbose=False)
-    try:
-        pretrain_method = create(
-            method,
-            spatial_dims=plan.spatial_dims,
-            in_channels=plan.in_channels,
-            channels=plan.channels,
-            **method_kwargs,
-        )
-    except (TypeError, ValueError) as exc:
-        raise MedsslError(f"cannot build pretraining method {method!r}: {exc}") from None
-    module = PretrainModule(
-        pretrain_method,
-        lr=lr,
-        weight_decay=weight_decay,
-        max_steps=max_steps,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-    )
-    checkpoint = ModelCheckpoint(
-        dirpath=run / "checkpoints",
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=max(1, checkpoint_interval),
-        enable_version_counter=False,
-    )
-    last = run / "checkpoints" / "last.ckpt"
-    # the methods draw their views from torch's global generator: it goes into the checkpoints too
-    resumable = ResumableTraining(last, "pretrain", patches, global_rng=True)
-    try:
-        trainer = make_trainer(
-            max_steps=max_steps,
-            max_epochs=-1,
-            accelerator=accelerator,
-            devices=1,
-            precision=precision,
-            callbacks=[resumable, checkpoint, *([] if quiet else [TQDMProgressBar()])],
-            logger=CSVLogger(run, name="logs", version=log_version(run)),
-            plugins=[SafeCheckpointIO()],
-            enable_model_summary=False,
-            enable_progress_bar=not quiet,
-            log_every_n_steps=max(1, min(log_interval, max_steps)),
-            max_time={"seconds": round(max_minutes * 60)} if max_minutes else None,
-            default_root_dir=run,
-        )
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise MedsslError(f"cannot set up training: {exc}") from None
-    if resume and main:
-        say_where_resumed(last)
-    started = time.perf_counter()
-    resumable.fit(
-        trainer,
-        module,
-        train_dataloaders=DataLoader(patches, batch_size=plan.batch_size, num_workers=0),
-        ckpt_path=str(last) if resume and last.is_file() else None,
-        weights_only=True,  # SafeCheckpointIO reads with weights_only=True whatever this says
-    )
-    seconds = time.perf_counter() - started
-    # weights_only=False: the whole training state (optimiser, loops, random streams), not only the weights
-    trainer.save_checkpoint(last, weights_only=False)
-    resumable.raise_if_stopped()
-    loss = trainer.callback_metrics.get("train_loss")
-    result = PretrainResult(
-        run,
-        None,
-        last,
-        trainer.global_step,
-        float(loss) if loss is not None else None,
-        train_seconds=seconds,
-    )
-    if not trainer.is_global_zero:
-        return result
-    extra = {"method": method, "steps": int(trainer.global_step), "patch_size": [int(p) for p in plan.patch_size]}
-    result.encoder = save_encoder(pretrain_method.export_encoder(), run / "encoder.pt", extra=extra)
-    result.files["encoder"] = str(result.encoder)
-    curves = plot_training_curves(metric_logs(run), run / "training_curves.png")
-    if curves:
-        result.files["training_curves"] = str(curves)
-    save_json(
-        run / "result.json",
-        {
-            "method": method,
-            "global_step": result.global_step,
-            "final_loss": result.final_loss,
-            "train_seconds": seconds,
+    def finish(self, trained: TrainedRun) -> dict[str, Any]:
+        """Export the method's encoder as ``encoder.pt`` (for ``medssl finetune --init``)."""
+        method = trained.system
+        assert isinstance(method, PretrainMethod)
+        plan = trained.plan
+        extra = {"method": self.cfg.method, "steps": trained.steps, "patch_size": [int(p) for p in plan.patch_size]}
+        trained.files["encoder"] = str(save_encoder(method.export_encoder(), trained.run / "encoder.pt", extra=extra))
+        loss = trained.trainer.callback_metrics.get("train_loss")
+        return {
+            "method": self.cfg.method,
+            "final_loss": float(loss) if loss is not None else None,
             "channels": list(plan.channels),
-            "files": result.files,
-        },
-    )
-    return result
+        }

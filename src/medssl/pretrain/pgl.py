@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -173,7 +173,7 @@ class PGL(MomentumMethod):
         *,
         encoder: Encoder | None = None,
         views: PairFn | None = None,
-        preset: str = "small",
+        preset: Literal["small", "paper"] = "small",
         hidden_dim: int | None = None,
         projection_dim: int | None = None,
         global_weight: float = 0.0,
@@ -220,6 +220,35 @@ class PGL(MomentumMethod):
         self.global_weight = float(global_weight)
         self.sampling_ratio = sampling_ratio
 
+    def align(
+        self, maps: Sequence[Tensor], records_1: Sequence[ViewRecord], records_2: Sequence[ViewRecord]
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """PGL's prior-guided aligner, as one step runs it: CSAlign of the two views' crop boxes from their records,
+        then FlipAlign and RoIAlign of the overlap, resized to the maps' own size, of every map in ``maps``.
+
+        Args:
+            maps: maps of both views, ``(2B, C, *S)`` each: view 1 of the ``B`` images, then view 2 (e.g. the
+                online and the target encoder's deepest maps); all of one spatial size.
+            records_1: the records of the first views, ``B`` of them.
+            records_2: the records of the second views.
+
+        Returns:
+            Each map aligned, same shape, differentiable with respect to it (voxel ``j`` of view 1's and of view 2's
+            half shows the same place of the image), and ``valid`` ``(B,)``: False where the crops do not overlap.
+        """
+        n, size = len(records_1), maps[0].shape[2:]
+        regions = cs_align(records_1, records_2, size)
+
+        def aligned(m: Tensor) -> Tensor:
+            return torch.cat(
+                (
+                    align_features(m[:n], records_1, *regions.view(0), size, self.sampling_ratio),
+                    align_features(m[n:], records_2, *regions.view(1), size, self.sampling_ratio),
+                )
+            )
+
+        return tuple(aligned(m) for m in maps), regions.valid
+
     def losses(self, batch: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"loss", "local"[, "global"]}`` for a batch ``(B, in_channels, *S)``; ``local`` and ``global`` are
         detached copies for logging."""
@@ -228,28 +257,18 @@ class PGL(MomentumMethod):
         self.encoder.check_input(batch)
         view_1, view_2, records_1, records_2 = self.pairs(batch, generator)
         self.encoder.check_input(view_1)
-        n = batch.shape[0]
         views = torch.cat((view_1, view_2))
         online = self.encoder(views)[-1]
         with torch.no_grad():
             target = self.target_encoder(views)[-1]
-        regions = cs_align(records_1, records_2, online.shape[2:])
-        size = online.shape[2:]
-
-        def aligned(maps: Tensor) -> Tensor:
-            return torch.cat(
-                (
-                    align_features(maps[:n], records_1, *regions.view(0), size, self.sampling_ratio),
-                    align_features(maps[n:], records_2, *regions.view(1), size, self.sampling_ratio),
-                )
-            )
-
-        predictions = self.predictor(self.projector(aligned(online)))
+        # the target maps carry no graph, so aligning them outside no_grad records nothing
+        (online_aligned, target_aligned), valid = self.align((online, target), records_1, records_2)
+        predictions = self.predictor(self.projector(online_aligned))
         with torch.no_grad():
-            projections = self.target_projector(aligned(target))
+            projections = self.target_projector(target_aligned)
         z_1, z_2 = projections.chunk(2)
         # View 1's prediction regresses view 2's target and vice versa; the mean over 2B averages the two terms.
-        local = local_consistency_loss(predictions, torch.cat((z_2, z_1)), regions.valid.repeat(2))
+        local = local_consistency_loss(predictions, torch.cat((z_2, z_1)), valid.repeat(2))
         losses = {"loss": local, "local": local.detach()}
         if self.global_weight > 0:
             pooled = self.predictor(self.projector(online)).flatten(2).mean(2)

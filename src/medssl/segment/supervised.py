@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from medssl import registry
+from medssl.config import FinetuneConfig
 from medssl.data.plan import Plan
 from medssl.metrics.overlap import dice_scores
 from medssl.segment.augment import apply_affine, random_affine_matrices
@@ -57,6 +58,27 @@ class SupervisedSegmentation(System):
         self.generator = torch.Generator().manual_seed(seed)
         self._register_state_dict_hook(_drop_network_prefix)
         self._register_load_state_dict_pre_hook(_add_network_prefix, with_module=True)
+
+    @classmethod
+    def for_run(cls, plan: Plan, cfg: FinetuneConfig, *, seed: int = 0) -> SupervisedSegmentation:
+        """The system ``medssl finetune`` trains: the plan's U-Net (``medssl.segment.predict.build_network``) with
+        the augmentation and validation settings of ``cfg``.
+
+        A registered segmentation system provides this constructor; keyword arguments after ``seed`` are its own
+        options (``FinetuneConfig.system_options``).
+        """
+        from medssl.segment.predict import build_network
+
+        lo, hi = cfg.scale_range
+        return cls(
+            build_network(plan),
+            plan,
+            sw_overlap=cfg.sw_overlap,
+            rotate_degrees=cfg.rotate_degrees,
+            scale_range=(lo, hi),
+            affine_probability=cfg.affine_probability,
+            seed=seed,
+        )
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """``{"loss": Dice + cross-entropy}`` of the augmented ``image`` and ``target`` patches."""

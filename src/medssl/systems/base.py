@@ -24,7 +24,7 @@ class Batch(TypedDict, total=False):
         target: the target of each image: ``(B, 1, *S)`` class indices or ``(B, K, *S)`` binary structures.
         annotated: which structures each target annotates, ``(B, K)`` bool (partially labelled data).
         task: a task index per image, ``(B,)`` (one network, several tasks).
-        raters: several raters' targets, ``(B, R, *target)``.
+        raters: several raters' targets, ``(B, R, *S)``: one class-index map per rater (``encode_raters``).
         high_res: a high-resolution target image ``(B, C, *S')`` (super-resolution).
     """
 
