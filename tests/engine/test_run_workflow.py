@@ -4,6 +4,7 @@ system with several optimiser groups trains the requested number of batches thro
 from __future__ import annotations
 
 import json
+from math import nan
 from pathlib import Path
 from typing import ClassVar
 
@@ -97,3 +98,31 @@ def test_an_unknown_system_is_refused_before_the_run_folder_is_written(paired_2d
     with pytest.raises(MedsslError, match="unknown segmentation system 'nope'.*supervised"):
         api.finetune(paired_2d, tmp_path / "run", max_steps=1, quiet=True, system="nope", **TINY)
     assert not (tmp_path / "run").exists()
+
+
+def _not_json(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_a_run_whose_every_validation_is_nan_has_no_best_score(
+    paired_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning ranks NaN as -inf; result.json must say null (valid JSON) and why, not -Infinity."""
+    monkeypatch.setattr(SupervisedSegmentation, "validation_step", lambda self, batch: {"dice": torch.tensor(nan)})
+    run = tmp_path / "run"
+    result = api.finetune(paired_2d, run, max_steps=2, quiet=True, **TINY)
+    saved = json.loads((run / "result.json").read_text(), parse_constant=_not_json)
+    assert result.best_val_dice is None and saved["best_val_dice"] is None
+    assert "NaN at every validation" in saved["best_val_dice_note"]
+
+
+def test_resume_refuses_options_other_than_the_runs(paired_2d: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    api.finetune(paired_2d, run, max_steps=2, quiet=True, **TINY)
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(MedsslError, match=r"--resume: .* other options: lr 0\.002 \(run\) vs 0\.01 \(now\)"):
+        api.finetune(paired_2d, run, max_steps=2, resume=True, quiet=True, **{**TINY, "lr": 0.01})
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before, "the run is left as it was"
+    # a wall-clock limit only says when to stop: it may change
+    api.finetune(paired_2d, run, max_steps=3, resume=False, overwrite=True, quiet=True, **TINY)
+    api.finetune(paired_2d, run, max_steps=3, resume=True, quiet=True, max_minutes=5.0, **TINY)

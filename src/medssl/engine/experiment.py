@@ -118,6 +118,40 @@ def run_label_efficiency(
     if resume and (Path(out) / "experiment.yaml").is_file():
         _check_same_settings(Path(out), cfg)
     ft_cfg = _finetune_config(cfg)
+    split = _checked_split(data, ft_cfg, quiet=quiet, skip_bad_cases=skip_bad_cases)
+    # Only now, with the data and the split checked: a user error must not wipe what --overwrite replaces.
+    root = prepare_output_dir(out, kind="experiment", overwrite=overwrite, resume=resume, inputs=(data,))
+    save_config(cfg, root / "experiment.yaml")
+    save_split(split, root / "split.json")
+    plan = _shared_plan(data, split["train"], cfg, dims, root / "plan.json", quiet)
+    shared: dict[str, Any] = {
+        "batch_size": plan.batch_size,
+        "patch_size": list(plan.patch_size),
+        "channels": list(plan.channels),
+    }
+    encoders = _pretrain_all(data, root, split["train"], cfg, shared, dims, accelerator, quiet)
+    ft_cfg = dataclasses.replace(ft_cfg, **{**shared, **{k: v for k, v in cfg.finetune.items() if k in shared}})
+    records = _finetune_all(
+        data,
+        root,
+        cfg,
+        ft_cfg,
+        encoders,
+        dims=plan.spatial_dims,
+        accelerator=accelerator,
+        quiet=quiet,
+        skip_bad_cases=skip_bad_cases,
+    )
+    summary, files = write_report(records, root)
+    return ExperimentResult(root, records, summary, files)
+
+
+def _checked_split(data: str | Path, ft_cfg: FinetuneConfig, *, quiet: bool, skip_bad_cases: bool) -> dict[str, Any]:
+    """The train / val / test split every run shares, made from the cases that pass the data check.
+
+    Raises:
+        MedsslError: a bad case (unless ``skip_bad_cases``) or a split without a test case.
+    """
     index = labelled_index(data)
     # Every case is checked before the split and any pretraining, so that a bad case cannot stop the experiment
     # hours later; one more reading of the data beside the many of its runs.
@@ -131,24 +165,22 @@ def run_label_efficiency(
     )
     if not split["test"]:
         raise MedsslError("the split has no test case; raise test_fraction in the finetune options or add cases")
-    # Only now, with the data and the split checked: a user error must not wipe what --overwrite replaces.
-    root = prepare_output_dir(out, kind="experiment", overwrite=overwrite, resume=resume, inputs=(data,))
-    save_config(cfg, root / "experiment.yaml")
-    save_split(split, root / "split.json")
-    plan = _shared_plan(data, split["train"], cfg, dims, root / "plan.json", quiet)
-    shared: dict[str, Any] = {
-        "batch_size": plan.batch_size,
-        "patch_size": list(plan.patch_size),
-        "channels": list(plan.channels),
-    }
+    return split
 
-    encoders: dict[str, Path | None] = {RANDOM: None}
-    for method in [m for m in cfg.methods if m != RANDOM]:
-        encoders[method] = _pretrain(
-            data, root / "pretrain" / method, method, split["train"], cfg, shared, dims, accelerator, quiet
-        )
 
-    ft_cfg = dataclasses.replace(ft_cfg, **{**shared, **{k: v for k, v in cfg.finetune.items() if k in shared}})
+def _finetune_all(
+    data: str | Path,
+    root: Path,
+    cfg: LabelEfficiencyConfig,
+    ft_cfg: FinetuneConfig,
+    encoders: dict[str, Path | None],
+    *,
+    dims: int,
+    accelerator: str,
+    quiet: bool,
+    skip_bad_cases: bool,
+) -> list[RunRecord]:
+    """Fine-tune every fraction x seed x method (skipping finished runs) and read back each run's record."""
     jobs = [(m, f, s) for f in cfg.fractions for s in range(cfg.seeds) for m in cfg.methods]
     records: list[RunRecord] = []
     for k, (method, fraction, seed) in enumerate(jobs, 1):
@@ -159,7 +191,7 @@ def run_label_efficiency(
                 data,
                 run,
                 ft_cfg,
-                dims=plan.spatial_dims,
+                dims=dims,
                 label_fraction=fraction,
                 seed=seed,
                 init=encoders[method],
@@ -173,8 +205,7 @@ def run_label_efficiency(
         if not quiet:
             console.print(f"[{k}/{len(jobs)}] {method} {fraction:g} seed {seed}: mean test Dice {record.mean_dice:.4f}")
         records.append(record)
-    summary, files = write_report(records, root)
-    return ExperimentResult(root, records, summary, files)
+    return records
 
 
 def _finetune_config(cfg: LabelEfficiencyConfig) -> FinetuneConfig:
@@ -226,6 +257,25 @@ def _shared_plan(
     )
     plan.save(path)
     return plan
+
+
+def _pretrain_all(
+    data: str | Path,
+    root: Path,
+    train_ids: list[str],
+    cfg: LabelEfficiencyConfig,
+    shared: dict[str, Any],
+    dims: int | None,
+    accelerator: str,
+    quiet: bool,
+) -> dict[str, Path | None]:
+    """Pretrain every method once on the training images; method -> its encoder (None for ``random``)."""
+    encoders: dict[str, Path | None] = {RANDOM: None}
+    for method in [m for m in cfg.methods if m != RANDOM]:
+        encoders[method] = _pretrain(
+            data, root / "pretrain" / method, method, train_ids, cfg, shared, dims, accelerator, quiet
+        )
+    return encoders
 
 
 def _pretrain(

@@ -249,6 +249,9 @@ class FinetuneRecipe(RunRecipe):
             note = (
                 f"no validation ran in {trained.steps} steps, so there is no best.ckpt and best_val_dice is null: "
                 "the test cases were scored with the final weights (last.ckpt)"
+                if trained.best_checkpoint is None
+                else "val_dice was NaN at every validation (no foreground in the validation cases' truth or "
+                "predictions), so best_val_dice is null and best.ckpt is the first validation's weights"
             )
             console.print(f"[yellow]note[/yellow]: {note}", highlight=False, soft_wrap=True)
         test = self.split["test"]

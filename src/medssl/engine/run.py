@@ -12,6 +12,7 @@ what to do with the trained system (export an encoder, score the test cases).
 from __future__ import annotations
 
 import abc
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -205,7 +206,9 @@ def _plan(recipe: RunRecipe, run: Path, *, resume: bool, main: bool) -> Plan:
     """The run's plan: the saved one when resuming, else a new one, written with the fresh run's records."""
     path = run / "plan.json"
     if resume and path.is_file():
-        return Plan.load(path)
+        plan = Plan.load(path)
+        _check_same_options(recipe.records(plan), run)
+        return plan
     plan, fingerprint = recipe.make_plan()
     if main:
         plan.save(path)
@@ -213,6 +216,31 @@ def _plan(recipe: RunRecipe, run: Path, *, resume: bool, main: bool) -> Plan:
         for name, record in recipe.records(plan).items():
             _write_record(run / name, record)
     return plan
+
+
+# Options a resumed run may change: when training stops (a longer run: the schedule then decays over the new length).
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_minutes"})
+
+
+def _check_same_options(records: dict[str, Any], run: Path) -> None:
+    """Refuse to resume with other options than the run was started with (the run would silently mix two set-ups)."""
+    import dataclasses
+
+    import yaml
+
+    saved_path = run / "config.yaml"
+    now = records.get("config.yaml")
+    if now is None or not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    current = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(now)))  # as the file holds it: lists, plain values
+    differ = [k for k, v in current.items() if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v]
+    if differ:
+        shown = ", ".join(f"{k} {saved[k]!r} (run) vs {current[k]!r} (now)" for k in differ)
+        raise MedsslError(
+            f"--resume: {run} was started with other options: {shown}; resume with the run's options "
+            f"({saved_path}), or start a new run"
+        )
 
 
 def _write_record(path: Path, record: Any) -> None:
@@ -278,9 +306,12 @@ def _trainer(
 
 def _best(trained: TrainedRun, trainer: L.Trainer) -> None:
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))  # type: ignore[attr-defined]
-    if checkpoint.monitor is not None and checkpoint.best_model_score is not None:
-        trained.best_score = float(checkpoint.best_model_score)
-        trained.best_checkpoint = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if checkpoint.monitor is None or checkpoint.best_model_score is None:
+        return
+    trained.best_checkpoint = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    score = float(checkpoint.best_model_score)
+    # Lightning ranks a NaN score as -inf: a run whose every validation score was NaN has no best score
+    trained.best_score = score if math.isfinite(score) else None
 
 
 def _finish(recipe: RunRecipe, trained: TrainedRun) -> None:

@@ -19,6 +19,7 @@ from rich.progress import track
 from medssl import __version__
 from medssl.data.plan import Fingerprint
 from medssl.errors import MedsslError
+from medssl.evaluation.report import json_safe
 
 T = TypeVar("T")
 console = Console(stderr=True)
@@ -210,8 +211,8 @@ def progress_bar(quiet: bool) -> Callable[[Iterable[T], str], Iterable[T]]:
 
 
 def save_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON."""
-    path.write_text(json.dumps(obj, indent=2))
+    """Write ``obj`` as indented, valid JSON: non-finite numbers (an infinite HD95, a NaN score) become null."""
+    path.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
 
 
 def save_fingerprint(fp: Fingerprint, path: Path) -> None:

@@ -32,20 +32,20 @@ def write_evaluation(result: Mapping[str, Any], out_file: str | os.PathLike[str]
         raise MedsslError(f"evaluation output must be a .json file, got {json_path}")
     csv_path = json_path.with_suffix(".csv")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    # allow_nan=False: a NaN that slipped past _plain would be a bug, never silently invalid JSON.
-    _write_text(json_path, json.dumps(_plain(result), indent=2, allow_nan=False) + "\n")
+    # allow_nan=False: a NaN that slipped past json_safe would be a bug, never silently invalid JSON.
+    _write_text(json_path, json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
     _write_text(csv_path, _cases_csv(result.get("cases", [])))
     return json_path, csv_path
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, non-finite floats to None, paths to strings."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [json_safe(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
@@ -62,7 +62,7 @@ def _cases_csv(cases: Sequence[Mapping[str, Any]]) -> str:
     extra = [k for k in dict.fromkeys(k for row in cases for k in row) if k not in ("case", "label", *METRICS)]
     writer.writerow(["case", "label", *METRICS, *extra])
     for row in cases:
-        values = [_plain(row.get(m)) for m in (*METRICS, *extra)]
+        values = [json_safe(row.get(m)) for m in (*METRICS, *extra)]
         writer.writerow([row["case"], row["label"], *("" if v is None else repr(float(v)) for v in values)])
     return buffer.getvalue()
 

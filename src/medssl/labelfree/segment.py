@@ -98,36 +98,18 @@ def segment_folder(
         MedsslError: no input image, an input that is unreadable, holds NaN/inf, is 3D or has other than 1 or 3
             channels (unless ``skip_bad_inputs``), an unknown rule, or an existing output.
     """
-    rules = cluster_protocols(without_truth=True)
-    if select is not None and select not in rules:
-        raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(rules)}")
-    inputs = discover_inputs(Path(input_path))
-    bad = _check_inputs(inputs, quiet)
-    if bad and not skip_bad_inputs:
-        raise bad_inputs_error(bad, len(inputs))
-    inputs = [path for path in inputs if str(path) not in bad]
     out_dir = prepare_output_dir(out, kind="segment", overwrite=overwrite, inputs=(input_path,))
+    inputs, bad = _usable_inputs(Path(input_path), select, quiet=quiet, skip_bad_inputs=skip_bad_inputs)
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump({"method": method, **dataclasses.asdict(config)}, sort_keys=False)
     )
     result = SegmentResult(out_dir, skipped=bad)
     page: list[OverlayCase] = []
     for path in progress_bar(quiet)(inputs, f"{method} segmentation"):
-        image, meta = read_image(path)
-        clusters = segment_image(image, method, config)
-        name = prediction_name(path)
-        map_path = out_dir / f"{name}{output_suffix(meta.source)}"
-        write_image(map_path, clusters.labels.astype(np.uint8), meta)
+        map_path, record, case = _segment_one(path, out_dir, method, config, select)
         result.maps.append(map_path)
-        record = _record(name, clusters)
-        if select is not None:
-            chosen = _select(select, clusters, image)
-            write_image(
-                out_dir / "selected" / f"{name}.png", ((clusters.labels == chosen) * 255).astype(np.uint8), meta
-            )
-            record["selected_cluster"] = chosen
         result.records.append(record)
-        page.append(_overlay_case(name, image, clusters.labels, config.clusters, meta.physical))
+        page.append(case)
         if len(page) == _PER_PAGE:
             result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
             page = []
@@ -136,6 +118,46 @@ def segment_folder(
     save_json(out_dir / "run.json", {"method": method, "images": result.records, "skipped": bad})
     print_skipped_inputs(bad)
     return result
+
+
+def _usable_inputs(
+    input_path: Path, select: str | None, *, quiet: bool, skip_bad_inputs: bool
+) -> tuple[list[Path], dict[str, str]]:
+    """The inputs to segment and the left-out ones (input -> its problem), after checking the selection rule and
+    reading every input once.
+
+    Raises:
+        MedsslError: an unknown ``select`` rule, no input, or a bad input unless ``skip_bad_inputs``.
+    """
+    rules = cluster_protocols(without_truth=True)
+    if select is not None and select not in rules:
+        raise MedsslError(f"unknown selection rule {select!r}; choose one of {', '.join(rules)}")
+    inputs = discover_inputs(input_path)
+    bad = _check_inputs(inputs, quiet)
+    if bad and not skip_bad_inputs:
+        raise bad_inputs_error(bad, len(inputs))
+    return [path for path in inputs if str(path) not in bad], bad
+
+
+def _segment_one(
+    path: Path, out_dir: Path, method: str, config: LabelFreeConfig, select: str | None
+) -> tuple[Path, dict[str, Any], OverlayCase]:
+    """Segment one input and write its cluster map (and its selected cluster with ``select``).
+
+    Returns:
+        The map's path, the image's ``run.json`` record and its case for the overlay pages.
+    """
+    image, meta = read_image(path)
+    clusters = segment_image(image, method, config)
+    name = prediction_name(path)
+    map_path = out_dir / f"{name}{output_suffix(meta.source)}"
+    write_image(map_path, clusters.labels.astype(np.uint8), meta)
+    record = _record(name, clusters)
+    if select is not None:
+        chosen = _select(select, clusters, image)
+        write_image(out_dir / "selected" / f"{name}.png", ((clusters.labels == chosen) * 255).astype(np.uint8), meta)
+        record["selected_cluster"] = chosen
+    return map_path, record, _overlay_case(name, image, clusters.labels, config.clusters, meta.physical)
 
 
 def input_problem(image: npt.NDArray[np.generic], meta: ImageMeta, name: str) -> str | None:
