@@ -98,8 +98,8 @@ def segment_folder(
         MedsslError: no input image, an input that is unreadable, holds NaN/inf, is 3D or has other than 1 or 3
             channels (unless ``skip_bad_inputs``), an unknown rule, or an existing output.
     """
-    out_dir = prepare_output_dir(out, kind="segment", overwrite=overwrite, inputs=(input_path,))
     inputs, bad = _usable_inputs(Path(input_path), select, quiet=quiet, skip_bad_inputs=skip_bad_inputs)
+    out_dir = prepare_output_dir(out, kind="segment", overwrite=overwrite, inputs=(input_path,))
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump({"method": method, **dataclasses.asdict(config)}, sort_keys=False)
     )

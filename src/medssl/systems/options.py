@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from medssl import registry
-from medssl.config import TypeMismatch, describe_type, typed_value
 from medssl.errors import MedsslError
+from medssl.option_types import TypeMismatch, describe_type, typed_value
 
 __all__ = [
     "ENGINE_SUPPLIED",
@@ -120,9 +120,9 @@ def check_system_options(
     for key, value in values.items():
         hint = options[key].annotation
         try:
-            checked[key] = _typed(value, hint)
+            checked[key] = typed_value(value, hint)
         except TypeMismatch:
-            raise MedsslError(f"option {key} of {noun} must be {_type_words(hint)}, not {value!r}{where}") from None
+            raise MedsslError(f"option {key} of {noun} must be {describe_type(hint)}, not {value!r}{where}") from None
     return checked
 
 
@@ -189,49 +189,6 @@ def _plain(hint: Any) -> bool:
     if origin in (typing.Union, types.UnionType, list, tuple, dict, collections.abc.Sequence):
         return bool(args) and all(a is Ellipsis or _plain(a) for a in args)
     return False
-
-
-def _typed(value: Any, hint: Any) -> Any:
-    """``value`` as ``hint``: ``medssl.config.typed_value``, and also tuples (of their length) and sequences, both
-    as lists, and literals."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise TypeMismatch
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is not type(None):
-                try:
-                    return _typed(value, arg)
-                except TypeMismatch:
-                    pass
-        raise TypeMismatch
-    if origin is tuple:
-        fixed = Ellipsis not in args
-        if not isinstance(value, list | tuple) or (fixed and len(value) != len(args)):
-            raise TypeMismatch
-        return [_typed(v, a) for v, a in zip(value, args if fixed else [args[0]] * len(value), strict=True)]
-    if origin is collections.abc.Sequence:
-        return typed_value(value, list[args[0]])  # type: ignore[valid-type]
-    return typed_value(value, hint)
-
-
-def _type_words(hint: Any) -> str:
-    """``hint`` in words, as ``medssl.config.describe_type`` says it, tuples and literals included."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin in (typing.Union, types.UnionType):
-        words = [_type_words(a) for a in args if a is not type(None)]
-        return " or ".join(words + (["null"] if type(None) in args else []))
-    if origin is tuple and Ellipsis not in args:
-        return f"a list of {len(args)} " + describe_type(list[args[0]]).removeprefix("a list of ")  # type: ignore[valid-type]
-    if origin in (tuple, collections.abc.Sequence):
-        return describe_type(list[args[0]])  # type: ignore[valid-type]
-    return describe_type(hint)
 
 
 def _type_text(hint: Any) -> str:
