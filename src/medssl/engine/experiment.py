@@ -269,45 +269,32 @@ def _pretrain_all(
     accelerator: str,
     quiet: bool,
 ) -> dict[str, Path | None]:
-    """Pretrain every method once on the training images; method -> its encoder (None for ``random``)."""
+    """Pretrain every method once on the training images (a finished run is kept, an interrupted one resumed);
+    method -> its encoder (None for ``random``)."""
     encoders: dict[str, Path | None] = {RANDOM: None}
-    for method in [m for m in cfg.methods if m != RANDOM]:
-        encoders[method] = _pretrain(
-            data, root / "pretrain" / method, method, train_ids, cfg, shared, dims, accelerator, quiet
-        )
-    return encoders
-
-
-def _pretrain(
-    data: str | Path,
-    run: Path,
-    method: str,
-    train_ids: list[str],
-    cfg: LabelEfficiencyConfig,
-    shared: dict[str, Any],
-    dims: int | None,
-    accelerator: str,
-    quiet: bool,
-) -> Path:
-    encoder = run / "encoder.pt"
-    if (run / "result.json").is_file() and encoder.is_file():
-        return encoder
-    console.print(f"pretraining {method} on {len(train_ids)} training images ({cfg.pretrain_steps} steps)")
     stage = {k: v for k, v in cfg.pretrain.items() if k != "method_options"}  # per method: cfg.method_options
     stage |= {k: v for k, v in shared.items() if k not in cfg.pretrain}
-    settings = resolve(PretrainConfig, None, **stage, method=method, max_steps=cfg.pretrain_steps)
-    settings = dataclasses.replace(settings, method_options=dict(cfg.method_options.get(method, {})))
-    result = run_pretrain(
-        data,
-        run,
-        settings,
-        dims=dims,
-        cases=train_ids,
-        resume=run.is_dir() and any(run.iterdir()),
-        accelerator=accelerator,
-        precision=cfg.precision,
-        quiet=quiet,
-    )
-    if result.encoder is None:
-        raise MedsslError(f"pretraining {method} wrote no encoder in {run}")
-    return result.encoder
+    for method in [m for m in cfg.methods if m != RANDOM]:
+        run = root / "pretrain" / method
+        encoder = run / "encoder.pt"
+        if (run / "result.json").is_file() and encoder.is_file():
+            encoders[method] = encoder
+            continue
+        console.print(f"pretraining {method} on {len(train_ids)} training images ({cfg.pretrain_steps} steps)")
+        settings = resolve(PretrainConfig, None, **stage, method=method, max_steps=cfg.pretrain_steps)
+        settings = dataclasses.replace(settings, method_options=dict(cfg.method_options.get(method, {})))
+        result = run_pretrain(
+            data,
+            run,
+            settings,
+            dims=dims,
+            cases=train_ids,
+            resume=run.is_dir() and any(run.iterdir()),
+            accelerator=accelerator,
+            precision=cfg.precision,
+            quiet=quiet,
+        )
+        if result.encoder is None:
+            raise MedsslError(f"pretraining {method} wrote no encoder in {run}")
+        encoders[method] = result.encoder
+    return encoders
