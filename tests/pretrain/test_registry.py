@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from medssl.errors import MedsslError
-from medssl.pretrain import BYOL, PGL, VAE, DenoisingAutoencoder, PretrainMethod, SimCLR, registry
+from medssl.pretrain import BYOL, MIM, PGL, VAE, DenoisingAutoencoder, PretrainMethod, SimCLR, registry
 
 
 @pytest.fixture
@@ -25,8 +25,9 @@ class _Dummy(PretrainMethod):
 
 
 def test_builtin_methods_are_registered() -> None:
-    assert registry.names() == ["autoencoder", "byol", "pgl", "simclr", "vae"]
+    assert registry.names() == ["autoencoder", "byol", "mim", "pgl", "simclr", "vae"]
     expected = {"autoencoder": DenoisingAutoencoder, "byol": BYOL, "pgl": PGL, "simclr": SimCLR, "vae": VAE}
+    expected["mim"] = MIM
     for name, cls in expected.items():
         assert registry.get(name) is cls and cls.name == name
 
@@ -39,7 +40,8 @@ def test_create_passes_keyword_arguments() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(MedsslError, match="unknown pretraining method 'mae'.*autoencoder, byol, pgl, simclr, vae"):
+    known = "autoencoder, byol, mim, pgl, simclr, vae"
+    with pytest.raises(MedsslError, match=f"unknown pretraining method 'mae'.*{known}"):
         registry.create("mae", spatial_dims=2, in_channels=1)
 
 

@@ -12,6 +12,7 @@ from medssl.pretrain.autoencoder import DenoisingAutoencoder
 from medssl.pretrain.base import PretrainMethod, ViewFn
 from medssl.pretrain.byol import BYOL, MomentumMethod, cosine_momentum, update_momentum
 from medssl.pretrain.losses import NTXentLoss, byol_loss, kl_divergence
+from medssl.pretrain.mim import MIM
 from medssl.pretrain.pgl import PGL, PGLViews
 from medssl.pretrain.registry import create, get, names, register
 from medssl.pretrain.simclr import SimCLR
@@ -19,6 +20,7 @@ from medssl.pretrain.vae import VAE
 
 __all__ = [
     "BYOL",
+    "MIM",
     "PGL",
     "VAE",
     "ConvProjectionHead",
