@@ -26,7 +26,7 @@ from medssl.pretrain import SimCLR
 from medssl.pretrain import registry as pretrain_registry
 
 EXPECTED = {
-    "pretraining": ["autoencoder", "byol", "pgl", "simclr", "vae"],
+    "pretraining": ["autoencoder", "byol", "mim", "pcrl", "pgl", "simclr", "vae"],
     "segmentation": ["supervised"],
     "label-free": ["kmeans", "s3"],
     "evaluation": ["best-cluster", "border", "darkest", "label-map", "paper-code"],

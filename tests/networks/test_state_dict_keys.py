@@ -37,14 +37,29 @@ EXPECTED: dict[str, dict[str, tuple[str, ...]]] = {
     "pgl": {"projector": _CONV_HEAD, "predictor": _CONV_HEAD, "target_projector": _CONV_HEAD},
     "autoencoder": {"decoder": _DECODER_INSTANCE},
     "vae": {"to_posterior": ("weight", "bias"), "decoder": _DECODER_INSTANCE},
+    "pcrl": {
+        "projector": _MLP,
+        "momentum_projector": _MLP,
+        "gate": ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"),
+        "decoder": _DECODER_INSTANCE,
+    },
+    "mim": {"decoder": _DECODER_INSTANCE},
 }
 _TARGET_ENCODER = {"byol", "pgl"}
+# PCRL: its EMA encoder's name, and its key queue, queue pointer and NCE normaliser (buffers, saved for --resume)
+_MOMENTUM_ENCODER = {"pcrl"}
+_BUFFERS = {"pcrl": {"queue", "queue_ptr", "nce_norm"}}
+# MIM: the learned tokens of masked input blocks and of masked cells of the deepest map (parameters, not modules)
+_PARAMETERS = {"mim": {"mask_token", "feature_token"}}
 
 
 def _expected_keys(name: str, encoder_keys: list[str]) -> set[str]:
     keys = {f"encoder.{k}" for k in encoder_keys}
     if name in _TARGET_ENCODER:
         keys |= {f"target_encoder.{k}" for k in encoder_keys}
+    if name in _MOMENTUM_ENCODER:
+        keys |= {f"momentum_encoder.{k}" for k in encoder_keys}
+    keys |= _BUFFERS.get(name, set()) | _PARAMETERS.get(name, set())
     for module, suffixes in EXPECTED[name].items():
         keys |= {f"{module}.{suffix}" for suffix in suffixes}
     return keys

@@ -25,7 +25,7 @@ class _Dummy(PretrainMethod):
 
 
 def test_builtin_methods_are_registered() -> None:
-    assert registry.names() == ["autoencoder", "byol", "mim", "pgl", "simclr", "vae"]
+    assert registry.names() == ["autoencoder", "byol", "mim", "pcrl", "pgl", "simclr", "vae"]
     expected = {"autoencoder": DenoisingAutoencoder, "byol": BYOL, "pgl": PGL, "simclr": SimCLR, "vae": VAE}
     expected["mim"] = MIM
     for name, cls in expected.items():
@@ -40,7 +40,7 @@ def test_create_passes_keyword_arguments() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    known = "autoencoder, byol, mim, pgl, simclr, vae"
+    known = "autoencoder, byol, mim, pcrl, pgl, simclr, vae"
     with pytest.raises(MedsslError, match=f"unknown pretraining method 'mae'.*{known}"):
         registry.create("mae", spatial_dims=2, in_channels=1)
 

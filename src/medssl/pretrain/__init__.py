@@ -13,6 +13,7 @@ from medssl.pretrain.base import PretrainMethod, ViewFn
 from medssl.pretrain.byol import BYOL, MomentumMethod, cosine_momentum, update_momentum
 from medssl.pretrain.losses import NTXentLoss, byol_loss, kl_divergence
 from medssl.pretrain.mim import MIM
+from medssl.pretrain.pcrl import PCRL
 from medssl.pretrain.pgl import PGL, PGLViews
 from medssl.pretrain.registry import create, get, names, register
 from medssl.pretrain.simclr import SimCLR
@@ -21,6 +22,7 @@ from medssl.pretrain.vae import VAE
 __all__ = [
     "BYOL",
     "MIM",
+    "PCRL",
     "PGL",
     "VAE",
     "ConvProjectionHead",
