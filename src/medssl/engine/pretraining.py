@@ -103,7 +103,7 @@ def run_pretrain(
         trained.run,
         Path(encoder) if encoder else None,
         trained.run / "checkpoints" / "last.ckpt",
-        trained.trainer.global_step,
+        trained.steps,
         float(loss) if loss is not None else None,
         trained.files,
         trained.train_seconds,

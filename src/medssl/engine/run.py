@@ -12,6 +12,7 @@ what to do with the trained system (export an encoder, score the test cases).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
+from medssl.config import save_config
 from medssl.data.plan import Fingerprint, Plan
 from medssl.data.sampling import PatchDataset
 from medssl.engine.checkpoint_io import SafeCheckpointIO
@@ -224,10 +227,6 @@ RESUMABLE_CHANGES = frozenset({"max_steps", "max_minutes"})
 
 def _check_same_options(records: dict[str, Any], run: Path) -> None:
     """Refuse to resume with other options than the run was started with (the run would silently mix two set-ups)."""
-    import dataclasses
-
-    import yaml
-
     saved_path = run / "config.yaml"
     now = records.get("config.yaml")
     if now is None or not saved_path.is_file():
@@ -247,10 +246,6 @@ def _write_record(path: Path, record: Any) -> None:
     if path.suffix != ".yaml":
         save_json(path, record)
         return
-    import yaml
-
-    from medssl.config import save_config
-
     try:
         save_config(record, path)
     except yaml.YAMLError as exc:
