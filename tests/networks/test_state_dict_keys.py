@@ -30,6 +30,15 @@ _DECODER_INSTANCE = (
     "head.conv.weight",
     "head.conv.bias",
 )
+# PCRL's U-Net decoder (SkipDecoder) for channels (4, 8): the UNetDecoder as ``body`` (transposed conv 8 -> 4, two
+# ConvNormAct units on the concatenated skip), then the 1x1 head conv.
+_SKIP_DECODER_INSTANCE = (
+    "body.ups.0.weight",
+    "body.ups.0.bias",
+    *(f"body.blocks.0.{u}.{k}" for u in (0, 1) for k in ("conv.weight", "norm.weight", "norm.bias")),
+    "head.conv.weight",
+    "head.conv.bias",
+)
 
 EXPECTED: dict[str, dict[str, tuple[str, ...]]] = {
     "simclr": {"projector": _MLP},
@@ -41,7 +50,7 @@ EXPECTED: dict[str, dict[str, tuple[str, ...]]] = {
         "projector": _MLP,
         "momentum_projector": _MLP,
         "gate": ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"),
-        "decoder": _DECODER_INSTANCE,
+        "decoder": _SKIP_DECODER_INSTANCE,
     },
     "mim": {"decoder": _DECODER_INSTANCE},
 }
