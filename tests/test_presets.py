@@ -44,7 +44,7 @@ def test_the_presets_the_issue_asks_for_are_shipped_and_described() -> None:
     for name in ("finetune", "pretrain-simclr", "pretrain-byol", "pretrain-pgl-paper", "label-efficiency"):
         assert shipped.get(name), f"{name}: missing, or without a first comment line"
     folder = resources.files("medssl.configs")
-    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml")) == [f"{n}.yaml" for n in SHIPPED]
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml")) == sorted(f"{n}.yaml" for n in SHIPPED)
 
 
 def test_pyproject_ships_every_preset() -> None:

@@ -27,7 +27,7 @@ from medssl.pretrain import registry as pretrain_registry
 
 EXPECTED = {
     "pretraining": ["autoencoder", "byol", "mim", "pcrl", "pgl", "simclr", "vae"],
-    "segmentation": ["supervised"],
+    "segmentation": ["adversarial", "supervised"],
     "label-free": ["kmeans", "s3"],
     "evaluation": ["best-cluster", "border", "darkest", "label-map", "paper-code"],
     "super-resolution": [],
@@ -101,9 +101,9 @@ def test_an_unknown_kind_is_refused_everywhere() -> None:
 
 @pytest.mark.usefixtures("scratch")
 def test_duplicate_names_within_a_kind_raise() -> None:
-    registry.register_object("segmentation", "adversarial", object())
-    with pytest.raises(ValueError, match="segmentation system 'adversarial' is already registered"):
-        registry.register_object("segmentation", "adversarial", object())
+    registry.register_object("segmentation", "example", object())
+    with pytest.raises(ValueError, match="segmentation system 'example' is already registered"):
+        registry.register_object("segmentation", "example", object())
     with pytest.raises(ValueError, match="already registered"):
         registry.register("evaluation", "label-map")(type("Other", (), {}))
     with pytest.raises(ValueError, match="already registered"):

@@ -32,6 +32,9 @@ class FinetuneConfig:
         batch_size: patches per step.
         patch_size: training patch (and sliding-window) size per spatial axis.
         channels: U-Net widths per scale.
+        target_spacing: resample the images to this spacing per axis (default: the plan's; PNG and other images
+            without a physical spacing have spacing 1, so ``[2, 2]`` halves their resolution; predictions and test
+            scores are on each image's own grid).
         lr: AdamW learning rate (decayed polynomially to zero over ``max_steps``).
         weight_decay: AdamW weight decay.
         foreground_fraction: share of patches centred on a foreground voxel (nnU-Net samples 1/3).
@@ -48,8 +51,18 @@ class FinetuneConfig:
         max_val_cases: validation cases evaluated at each validation (the first ones of the split).
         overlay_cases: test cases drawn in the overlay figure.
         max_minutes: stop training after this wall-clock time (None: only ``max_steps``).
+        patience: stop at a validation plateau: after this many validations in a row without a validation Dice
+            above the best so far by more than ``min_delta`` (None: train ``max_steps``; ``max_steps`` stays the
+            upper bound). ``result.json`` says why training stopped and holds the validation curve.
+        min_delta: the smallest gain in validation Dice that counts as an improvement for ``patience``.
         system: the registered segmentation system to train (``medssl list segmentation``).
         system_options: that system's own options (``medssl list segmentation --options``).
+        unlabelled: a folder of images without labels (any layout ``medssl pretrain`` reads) for a system that
+            trains on unlabelled images (``System.uses_unlabelled``; other systems ignore it, with a warning). Such
+            a system also gets the training cases whose labels the run does not use (``--label-fraction`` below 1).
+            An image without a mask inside the labelled dataset stays a data problem (a forgotten mask must not
+            silently become an unlabelled image): put unlabelled images in this folder instead. Its images may not
+            be the dataset's validation or test images, and need the dataset's channels and dimensionality.
     """
 
     max_steps: int = 2000
@@ -57,6 +70,7 @@ class FinetuneConfig:
     batch_size: int | None = None
     patch_size: list[int] | None = None
     channels: list[int] | None = None
+    target_spacing: list[float] | None = None
     lr: float = 2e-3
     weight_decay: float = 1e-4
     foreground_fraction: float = 0.33
@@ -72,8 +86,11 @@ class FinetuneConfig:
     max_val_cases: int = 20
     overlay_cases: int = 6
     max_minutes: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.001
     system: str = "supervised"
     system_options: dict[str, Any] = field(default_factory=dict)
+    unlabelled: str | None = None
 
 
 @dataclass
@@ -87,6 +104,8 @@ class PretrainConfig:
         patch_size: training patch per spatial axis (default: the plan's).
         channels: encoder widths per scale (default: the plan's). ``medssl finetune --init`` needs the same
             widths, so pass the same ``channels`` to both commands.
+        target_spacing: resample the images to this spacing per axis (default: the plan's); ``medssl finetune
+            --init`` should use the same, so that the encoder sees the scale it learnt.
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         schedule: ``cosine`` or ``poly`` decay of the learning rate to zero over ``max_steps``.
@@ -102,6 +121,7 @@ class PretrainConfig:
     batch_size: int | None = None
     patch_size: list[int] | None = None
     channels: list[int] | None = None
+    target_spacing: list[float] | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-5
     schedule: str = "cosine"
@@ -266,7 +286,7 @@ _POSITIVE = Bound(0, low_open=True)
 _PROBABILITY = Bound(0, 1)
 _BELOW_1 = Bound(0, 1, high_open=True)
 _SHARE = Bound(0, 1, low_open=True)
-_SIZES = {"batch_size": _AT_LEAST_1, "patch_size": _AT_LEAST_1, "channels": _AT_LEAST_1}
+_SIZES = {"batch_size": _AT_LEAST_1, "patch_size": _AT_LEAST_1, "channels": _AT_LEAST_1, "target_spacing": _POSITIVE}
 
 #: Per config class, the range of each number option (each number of a list option) that has one.
 BOUNDS: dict[type[Any], dict[str, Bound]] = {
@@ -289,6 +309,8 @@ BOUNDS: dict[type[Any], dict[str, Bound]] = {
         "max_val_cases": _AT_LEAST_1,
         "overlay_cases": _NON_NEGATIVE,
         "max_minutes": _POSITIVE,
+        "patience": _AT_LEAST_1,
+        "min_delta": _NON_NEGATIVE,
     },
     PretrainConfig: {
         "max_steps": _AT_LEAST_1,

@@ -41,3 +41,12 @@ def test_split_file_round_trip_and_unknown_case(tmp_path):
     assert load_split(tmp_path / "split.json", set(IDS))["test"] == s["test"]
     with pytest.raises(MedsslError, match="not in the dataset"):
         load_split(tmp_path / "split.json", set(IDS[:5]))
+
+
+def test_a_fraction_n_over_train_labels_exactly_n_cases() -> None:
+    # the split keeps 80 % for training: 30 ids -> 24 training cases; every N in 1..24 must come out as N
+    for n_train in (24, 25, 140):
+        ids = [f"c{i:03d}" for i in range(n_train)]
+        for n in range(1, n_train + 1):
+            split = make_split(ids, test_fraction=0.0, val_fraction=0.0, label_fraction=n / n_train, seed=1)
+            assert len(split["train_labelled"]) == n, (n_train, n)

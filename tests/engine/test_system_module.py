@@ -169,7 +169,7 @@ def test_a_missing_group_loss_is_named() -> None:
 
 def test_batches_are_dicts_of_named_fields() -> None:
     x, y = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
-    assert BATCH_FIELDS == ("image", "target", "annotated", "task", "raters", "high_res")
+    assert BATCH_FIELDS == ("image", "target", "annotated", "task", "raters", "high_res", "unlabelled")
     assert as_batch(x)["image"] is x
     got = as_batch((x, y))
     assert got["image"] is x and got["target"] is y

@@ -173,6 +173,7 @@ def make_plan(
     channels: list[int] | None = None,
     batch_size: int | None = None,
     require_labels: bool = True,
+    target_spacing: list[float] | None = None,
 ) -> Plan:
     """Derive a plan from a fingerprint; explicit arguments override the derived values.
 
@@ -184,6 +185,8 @@ def make_plan(
         patch_size, channels, batch_size: overrides.
         require_labels: refuse data whose labels hold background only; ``False`` for self-supervised
             pretraining on unlabelled images (the plan then has no classes).
+        target_spacing: this spacing per data axis instead of the derived one (PNG and other images without a
+            physical spacing have spacing 1: ``[2, 2]`` halves their resolution).
     """
     data_dims = len(fp.shapes[0])
     dims = spatial_dims or data_dims
@@ -191,7 +194,7 @@ def make_plan(
         raise MedsslError(f"--dims must be 2 or 3, not {dims}")
     if dims > data_dims:
         raise MedsslError(f"a {dims}D network needs {dims}D images, but these are {data_dims}D")
-    target = _target_spacing(fp) if fp.physical else None
+    target = _chosen_spacing(fp, target_spacing)
     spacing = np.asarray(target if target is not None else np.median(np.asarray(fp.spacings), axis=0))
     shapes = np.asarray(fp.shapes, dtype=float) * np.asarray(fp.spacings) / spacing if target else np.asarray(fp.shapes)
     median_shape = np.median(shapes, axis=0)
@@ -229,6 +232,16 @@ def make_plan(
 
 def _base_width(dims: int) -> int:
     return 16
+
+
+def _chosen_spacing(fp: Fingerprint, given: list[float] | None) -> list[float] | None:
+    """The plan's target spacing: ``given`` (checked), else the derived one of physical data, else None."""
+    if given is None:
+        return _target_spacing(fp) if fp.physical else None
+    dims = len(fp.shapes[0])
+    if len(given) != dims or not all(s > 0 for s in given):
+        raise MedsslError(f"target_spacing needs one positive spacing per axis of these {dims}D images, not {given}")
+    return [float(s) for s in given]
 
 
 def _target_spacing(fp: Fingerprint) -> list[float] | None:

@@ -6,14 +6,15 @@ and cheap per-sample intensity augmentation (spatial augmentation runs batched i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medssl.systems.base import IMAGE, TARGET
+from medssl.systems.base import IMAGE, TARGET, UNLABELLED
 
-__all__ = ["CaseDataset", "PatchDataset"]
+__all__ = ["CaseDataset", "PatchDataset", "WithUnlabelledPatches", "unlabelled_seed"]
 
 _MAX_FG_COORDS = 20000
 
@@ -135,6 +136,62 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         if rng.random() < self.p_intensity / 2:
             x = x + rng.normal(0.0, rng.uniform(0.0, 0.1), size=x.shape).astype(np.float32)
         return x
+
+
+class WithUnlabelledPatches(PatchDataset):
+    """The patches of a ``PatchDataset``, each with an ``"unlabelled"`` image patch ``(C, *patch)`` of a pool of
+    images without targets (semi-supervised systems: a loader's batch holds B labelled and B unlabelled patches).
+
+    The labelled patches are exactly those of a ``PatchDataset`` of the same arguments: the unlabelled patches come
+    from a second stream, seeded from the first (``unlabelled_seed``) and reseeded with it, so that a system that
+    reads them trains on the same labelled patches as one that does not. They are plain random crops, sliced,
+    flipped and intensity-augmented like the labelled images.
+
+    Args:
+        unlabelled: preprocessed ``(C, *spatial)`` float32 images of the pool (at least one).
+        images, targets, patch_size, samples, options: as ``PatchDataset``.
+
+    Raises:
+        ValueError: an empty pool, or as ``PatchDataset``.
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        targets: list[np.ndarray] | None,
+        patch_size: list[int],
+        samples: int,
+        *,
+        unlabelled: list[np.ndarray],
+        **options: Any,
+    ) -> None:
+        if not unlabelled:
+            raise ValueError("no unlabelled image to draw patches from")
+        super().__init__(images, targets, patch_size, samples, **options)
+        self.unlabelled = PatchDataset(
+            unlabelled,
+            None,
+            patch_size,
+            samples,
+            foreground_fraction=0.0,
+            slice_axis=self.slice_axis,
+            flip_axes=self.flip_axes,
+            intensity_probability=self.p_intensity,
+            seed=unlabelled_seed(self.seed),
+        )
+
+    def reseed(self, seed: int) -> None:
+        """Restart both streams (each DDP rank gets its own)."""
+        super().reseed(seed)
+        self.unlabelled.reseed(unlabelled_seed(seed))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return super().__getitem__(index) | {UNLABELLED: self.unlabelled[index][IMAGE]}
+
+
+def unlabelled_seed(seed: int) -> int:
+    """Seed of the unlabelled patch stream beside the labelled stream seeded with ``seed`` (another stream)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
 class CaseDataset(Dataset[dict[str, torch.Tensor]]):

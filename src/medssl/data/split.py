@@ -44,7 +44,10 @@ def make_split(
         raise MedsslError(f"{n} labelled case(s) are too few for a train/validation/test split; need at least 3")
     order = [ids[i] for i in np.random.default_rng(split_seed).permutation(n)]
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    picked = np.random.default_rng(seed).permutation(len(train))[: max(1, math.ceil(len(train) * label_fraction))]
+    # N / len(train) must label exactly N cases: float products such as 25 * (7 / 25) = 7.000000000000001 must not
+    # round up to N + 1
+    wanted = max(1, math.ceil(len(train) * label_fraction - 1e-9))
+    picked = np.random.default_rng(seed).permutation(len(train))[:wanted]
     labelled = sorted(train[i] for i in picked)
     return {
         "train": sorted(train),

@@ -18,11 +18,12 @@ from medssl.data.layouts import DatasetIndex, discover, unrecognised_warning
 from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_case, load_checked_cases, print_skipped
 from medssl.data.plan import Fingerprint, Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import encode_target, preprocess_image
-from medssl.data.sampling import CaseDataset, PatchDataset
+from medssl.data.sampling import CaseDataset, PatchDataset, WithUnlabelledPatches
 from medssl.data.split import load_split, make_split
 from medssl.engine.evaluation import evaluate_test_cases
 from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
 from medssl.engine.run_folder import is_main_process
+from medssl.engine.unlabelled import read_unlabelled_folder, unlabelled_cases
 from medssl.errors import MedsslError
 from medssl.networks.weights import load_encoder
 from medssl.segment.predict import TrainedModel, load_trained_model
@@ -33,7 +34,8 @@ console = Console(stderr=True)
 
 @dataclass
 class FinetuneResult:
-    """Where a fine-tuning run put its outputs, and its test scores."""
+    """Where a fine-tuning run put its outputs, its test scores, and how long it trained (``steps``; ``stopped``:
+    ``max_steps``, ``plateau`` or ``max_minutes``)."""
 
     run_dir: Path
     best_checkpoint: Path | None
@@ -41,6 +43,8 @@ class FinetuneResult:
     test_summary: dict[str, dict[str, float]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     train_seconds: float = 0.0
+    steps: int = 0
+    stopped: str = "max_steps"
 
 
 def run_finetune(
@@ -93,21 +97,15 @@ def run_finetune(
         skip_bad_cases=skip_bad_cases,
     )
     settings = TrainingSettings(
-        max_steps=cfg.max_steps,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        schedule="poly",
-        seed=seed,
-        max_minutes=cfg.max_minutes,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        quiet=quiet,
-    )
+        cfg.max_steps, cfg.lr, cfg.weight_decay, "poly", seed=seed, max_minutes=cfg.max_minutes,
+        patience=cfg.patience, min_delta=cfg.min_delta, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, precision=precision, quiet=quiet,
+    )  # fmt: skip
     trained = run_training(recipe, out, settings, resume=resume, overwrite=overwrite)
-    files, seconds = trained.files, trained.train_seconds
-    return FinetuneResult(trained.run, trained.best_checkpoint, trained.best_score, recipe.test_summary, files, seconds)
+    return FinetuneResult(
+        trained.run, trained.best_checkpoint, trained.best_score, recipe.test_summary, trained.files,
+        trained.train_seconds, trained.steps, trained.stopped,
+    )  # fmt: skip
 
 
 class FinetuneRecipe(RunRecipe):
@@ -144,10 +142,13 @@ class FinetuneRecipe(RunRecipe):
         self.log_every = min(10, cfg.val_interval)
         self.test_summary: dict[str, dict[str, float]] = {}
         self.train_cases: list[LoadedCase] | None = None
+        self.folder_images: list[LoadedCase] = []  # the images of cfg.unlabelled
+        self.folder_skipped: dict[str, list[str]] = {}
+        self.uses_unlabelled = False  # whether the system built trains on unlabelled images
 
     @property
     def inputs(self) -> tuple[str | Path | None, ...]:
-        return (self.data, self.init_record, self.split_file)
+        return (self.data, self.init_record, self.split_file, self.cfg.unlabelled)
 
     def read(self, progress: Progress) -> None:
         """Discover the dataset, choose the split, and read and check every case (as ``medssl data check`` does);
@@ -165,10 +166,21 @@ class FinetuneRecipe(RunRecipe):
             split = self._split(ids, leave_out=set(checked.bad))
         if not split["val"]:
             raise MedsslError("the split has no validation case; raise val_fraction or add cases")
+        split["train_unlabelled"] = unlabelled_cases(split, self.split_file or self.saved_split)
         self.split, self.skipped = split, checked.bad
         self.by_id = {c.case_id: c for c in index.cases}
         kept = _kept(split, self.cfg)
         self.loaded = {i: c for i, c in checked.loaded.items() if i in kept}
+        if self.cfg.unlabelled is not None:
+            self._read_unlabelled_folder(self.cfg.unlabelled, progress)
+
+    def _read_unlabelled_folder(self, folder: str, progress: Progress) -> None:
+        first = self.split["val"][0]
+        reference = self.loaded.get(first) or load_checked_case(self.by_id[first], self.index, images_only=True)
+        held_out = [p for i in [*self.split["val"], *self.split["test"]] for p in self.by_id[i].images]
+        self.folder_images, self.folder_skipped = read_unlabelled_folder(
+            folder, self.data, reference, held_out, skip_bad_cases=self.skip_bad_cases, progress=progress
+        )
 
     def _split(self, ids: set[str], leave_out: set[str] | None = None) -> dict[str, Any]:
         return _choose_split(
@@ -196,6 +208,7 @@ class FinetuneRecipe(RunRecipe):
             patch_size=cfg.patch_size,
             channels=cfg.channels,
             batch_size=cfg.batch_size,
+            target_spacing=cfg.target_spacing,
         )
         return plan, fp
 
@@ -207,6 +220,10 @@ class FinetuneRecipe(RunRecipe):
             "seed": self.seed,
             "init": str(self.init_record) if self.init_record else None,
             "skipped_cases": self.skipped,
+            # cfg.unlabelled's images (a system that trains on unlabelled images also gets split.json's
+            # train_unlabelled cases)
+            "unlabelled_images": [c.case_id for c in self.folder_images] if self.cfg.unlabelled else None,
+            "unlabelled_skipped": self.folder_skipped,
         }
         return {"split.json": self.split, "config.yaml": self.cfg, "command.json": command}
 
@@ -215,24 +232,51 @@ class FinetuneRecipe(RunRecipe):
         self.train_cases = None  # preprocessed: the raw arrays can go
         val_x, val_y = _prepare(self._cases(self.split["val"][: self.cfg.max_val_cases]), plan)
         cfg = self.cfg
-        patches = PatchDataset(
-            train_x,
-            train_y,
-            plan.patch_size,
-            # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
-            min(cfg.val_interval, cfg.max_steps) * plan.batch_size,
-            foreground_fraction=cfg.foreground_fraction,
-            slice_axis=plan.slice_axis,
-            flip_axes=cfg.flip_axes,
-            intensity_probability=cfg.intensity_probability,
-            seed=self.seed,
+        # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
+        samples = min(cfg.val_interval, cfg.max_steps) * plan.batch_size
+        options: dict[str, Any] = {
+            "foreground_fraction": cfg.foreground_fraction,
+            "slice_axis": plan.slice_axis,
+            "flip_axes": cfg.flip_axes,
+            "intensity_probability": cfg.intensity_probability,
+            "seed": self.seed,
+        }
+        patches = (
+            WithUnlabelledPatches(
+                train_x, train_y, plan.patch_size, samples, unlabelled=self._unlabelled_images(plan), **options
+            )
+            if self.uses_unlabelled
+            else PatchDataset(train_x, train_y, plan.patch_size, samples, **options)
         )
         return patches, CaseDataset(val_x, val_y)
+
+    def _unlabelled_images(self, plan: Plan) -> list[np.ndarray]:
+        """The unlabelled images, preprocessed: the training cases whose labels the run does not use (read now,
+        images only), then the images of ``cfg.unlabelled``."""
+        cases = (load_checked_case(self.by_id[i], self.index, images_only=True) for i in self.split["train_unlabelled"])
+        images = [preprocess_image(c.image, c.meta, plan) for c in cases]
+        images += [preprocess_image(c.image, c.meta, plan) for c in self.folder_images]
+        self.folder_images = []
+        return images
 
     def build_system(self, plan: Plan) -> System:
         name = getattr(self.cfg, "system", "supervised")
         options = getattr(self.cfg, "system_options", {})
         system = registry.get("segmentation", name).for_run(plan, self.cfg, seed=self.seed, **options)
+        self.uses_unlabelled = bool(system.uses_unlabelled)
+        if self.uses_unlabelled and not self.split["train_unlabelled"] and not self.folder_images:
+            raise MedsslError(
+                f"segmentation system {name!r} trains on unlabelled images, but this run has none: use "
+                "--label-fraction below 1 (the training cases whose labels are not used) or give a folder of images "
+                "with --set unlabelled=DIR (config option unlabelled)"
+            )
+        if self.cfg.unlabelled and not self.uses_unlabelled and is_main_process():
+            console.print(
+                f"[yellow]warning:[/yellow] unlabelled={self.cfg.unlabelled} is ignored: segmentation system "
+                f"{name!r} does not train on unlabelled images",
+                highlight=False,
+                soft_wrap=True,
+            )
         if self.init is not None:
             encoder = getattr(system.export().get("network"), "encoder", None)
             if not isinstance(encoder, nn.Module):

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from medssl.config import PretrainConfig
-from medssl.data.layouts import discover
-from medssl.data.loading import bad_cases_error, load_checked_cases, print_skipped
+from medssl.data.layouts import DatasetIndex, discover
+from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_cases, print_skipped
 from medssl.data.plan import Fingerprint, Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import preprocess_image
 from medssl.data.sampling import PatchDataset
@@ -27,7 +27,7 @@ from medssl.networks.weights import save_encoder
 from medssl.pretrain import PretrainMethod, create, get
 from medssl.systems import System
 
-__all__ = ["SCHEDULES", "PretrainRecipe", "PretrainResult", "run_pretrain"]
+__all__ = ["SCHEDULES", "PretrainRecipe", "PretrainResult", "read_images", "run_pretrain"]
 
 
 @dataclass
@@ -110,6 +110,42 @@ def run_pretrain(
     )
 
 
+def read_images(
+    data: str | Path,
+    *,
+    cases: Collection[str] | None = None,
+    skip_bad_cases: bool = False,
+    progress: Progress | None = None,
+) -> tuple[DatasetIndex, list[LoadedCase], dict[str, list[str]]]:
+    """Every image of the dataset at ``data`` (any layout ``discover`` knows, labels ignored, ``imagesTs`` included;
+    of ``cases`` only, when given), read and checked as ``medssl data check`` does; images only.
+
+    Returns:
+        The dataset index, the good images in the index's order, and the bad ones with their problems (left out, and
+        listed on stderr, with ``skip_bad_cases``).
+
+    Raises:
+        MedsslError: ``data`` is no dataset, a requested case is missing, an image has a problem (without
+            ``skip_bad_cases``), or every image has one.
+    """
+    index = discover(data)
+    found = [*index.cases, *index.test_cases]
+    if cases is not None:
+        wanted = set(cases)
+        missing = sorted(wanted - {c.case_id for c in found})
+        if missing:
+            raise MedsslError(f"{len(missing)} requested case(s) not in {data}: {', '.join(missing[:10])}")
+        found = [c for c in found if c.case_id in wanted]
+    checked = load_checked_cases(index, found, images_only=True, progress=progress)
+    if checked.bad and not skip_bad_cases:
+        raise bad_cases_error(data, checked.bad)
+    if len(checked.bad) == len(found):
+        raise MedsslError(f"every image of {data} has a problem (run `medssl data check {data}`)")
+    if is_main_process():
+        print_skipped(checked.bad)
+    return index, [checked.loaded[c.case_id] for c in found if c.case_id in checked.loaded], checked.bad
+
+
 class PretrainRecipe(RunRecipe):
     """``medssl pretrain``: every image of a dataset (labels ignored), random patches, the registered pretraining
     method ``cfg.method`` (checkpoint keys ``method.*``), ``last.ckpt`` every ``checkpoint_interval`` steps, and the
@@ -142,23 +178,9 @@ class PretrainRecipe(RunRecipe):
 
     def read(self, progress: Progress) -> None:
         """Read and check every image of the dataset (of ``cases`` only, when given)."""
-        self.index = index = discover(self.data)
-        found = [*index.cases, *index.test_cases]
-        if self.cases is not None:
-            wanted = set(self.cases)
-            missing = sorted(wanted - {c.case_id for c in found})
-            if missing:
-                raise MedsslError(f"{len(missing)} requested case(s) not in {self.data}: {', '.join(missing[:10])}")
-            found = [c for c in found if c.case_id in wanted]
-        checked = load_checked_cases(index, found, images_only=True, progress=progress)
-        if checked.bad and not self.skip_bad_cases:
-            raise bad_cases_error(self.data, checked.bad)
-        if len(checked.bad) == len(found):
-            raise MedsslError(f"every image of {self.data} has a problem (run `medssl data check {self.data}`)")
-        if is_main_process():
-            print_skipped(checked.bad)
-        self.loaded = [checked.loaded[c.case_id] for c in found if c.case_id in checked.loaded]
-        self.skipped = checked.bad
+        self.index, self.loaded, self.skipped = read_images(
+            self.data, cases=self.cases, skip_bad_cases=self.skip_bad_cases, progress=progress
+        )
 
     def make_plan(self) -> tuple[Plan, Fingerprint]:
         fp = compute_fingerprint(self.loaded, self.index.modality, seed=self.seed)
@@ -170,6 +192,7 @@ class PretrainRecipe(RunRecipe):
             channels=cfg.channels,
             batch_size=cfg.batch_size,
             require_labels=False,
+            target_spacing=cfg.target_spacing,
         )
         return plan, fp
 

@@ -5,7 +5,7 @@ training stops at the next step boundary, ``checkpoints/last.ckpt`` is written (
 ``SafeCheckpointIO``) and ``TrainingInterrupted`` says how to resume. A second Ctrl+C stops at once and keeps the
 last checkpoint written. The CLI exits with 128 + the signal number: 130 for SIGINT, 143 for SIGTERM.
 
-Checkpoints also carry the random streams that Lightning does not save (the patch sampler's generator, and
+Checkpoints also carry the random streams that Lightning does not save (the patch sampler's generators, and
 torch's global generator where the model draws from it), so that a resumed run on one device draws the same
 patches, augmentations and views as an uninterrupted run and ends with the same weights. Under DDP each process
 has its own patch stream; a resumed DDP run reseeds it from the seed and the step instead (same distribution,
@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 
-from medssl.data.sampling import PatchDataset
+from medssl.data.sampling import PatchDataset, WithUnlabelledPatches
 from medssl.engine.run_folder import is_main_process
 
 __all__ = ["ResumableTraining", "TrainingInterrupted", "resume_command", "say_where_resumed"]
@@ -214,6 +214,9 @@ class ResumableTraining(Callback):
         if self.patches is not None and stream is not None:
             if single:
                 self.patches.rng.bit_generator.state = stream
+                unlabelled = restored.get("unlabelled_stream")
+                if isinstance(self.patches, WithUnlabelledPatches) and unlabelled is not None:
+                    self.patches.unlabelled.rng.bit_generator.state = unlabelled
             else:
                 seed = np.random.SeedSequence([self.patches.seed, trainer.global_step]).generate_state(1)[0]
                 self.patches.reseed(int(seed))
@@ -250,6 +253,8 @@ class ResumableTraining(Callback):
         state: dict[str, Any] = {}
         if self.patches is not None:
             state["patch_stream"] = self.patches.rng.bit_generator.state
+            if isinstance(self.patches, WithUnlabelledPatches):
+                state["unlabelled_stream"] = self.patches.unlabelled.rng.bit_generator.state
         if self.global_rng:
             state["torch_rng"] = torch.get_rng_state()
             if torch.cuda.is_available() and torch.cuda.is_initialized():

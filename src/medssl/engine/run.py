@@ -22,7 +22,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
@@ -31,7 +31,7 @@ from medssl.data.plan import Fingerprint, Plan
 from medssl.data.sampling import PatchDataset
 from medssl.engine.checkpoint_io import SafeCheckpointIO
 from medssl.engine.module import SystemModule
-from medssl.engine.plots import plot_training_curves
+from medssl.engine.plots import plot_training_curves, read_curves
 from medssl.engine.resume import ResumableTraining, say_where_resumed
 from medssl.engine.run_folder import (
     is_main_process,
@@ -60,6 +60,9 @@ class TrainingSettings:
         schedule: ``cosine`` or ``poly`` decay to zero; warmup_steps: linear warm-up before it.
         seed: seed of the initialisation, the augmentations and the patch stream.
         max_minutes: stop training after this wall-clock time (None: only ``max_steps``).
+        patience: stop at a plateau of the recipe's monitored score: after this many validations in a row without
+            a gain above ``min_delta`` (None: no plateau stop; ignored without a monitored score).
+        min_delta: the smallest gain of the monitored score that counts for ``patience``.
         accelerator, devices, num_nodes, precision: Lightning Trainer settings (DDP when more than one process).
         quiet: no progress bars.
     """
@@ -71,6 +74,8 @@ class TrainingSettings:
     warmup_steps: int = 0
     seed: int = 0
     max_minutes: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
@@ -80,7 +85,11 @@ class TrainingSettings:
 
 @dataclass
 class TrainedRun:
-    """What the workflow hands to ``RunRecipe.finish``: the run folder, the trained system and how training went."""
+    """What the workflow hands to ``RunRecipe.finish``: the run folder, the trained system and how training went.
+
+    ``stopped`` says why training ended: ``max_steps``, ``plateau`` (``TrainingSettings.patience``) or
+    ``max_minutes``.
+    """
 
     run: Path
     plan: Plan
@@ -89,6 +98,7 @@ class TrainedRun:
     progress: Progress
     steps: int
     train_seconds: float
+    stopped: str = "max_steps"
     best_checkpoint: Path | None = None
     best_score: float | None = None
     files: dict[str, str] = field(default_factory=dict)
@@ -132,7 +142,8 @@ class RunRecipe(abc.ABC):
 
     @abc.abstractmethod
     def datasets(self, plan: Plan) -> tuple[PatchDataset, Dataset[Any] | None]:
-        """The training patch stream and the validation cases (one per item; None: no validation)."""
+        """The training patch stream and the validation cases (one per item; None: no validation); called after
+        ``build_system``, so that the stream may depend on the system built."""
 
     def patch_seed(self, seed: int, rank: int) -> int:
         """Seed of process ``rank``'s patch stream (each DDP process draws its own patches)."""
@@ -164,10 +175,13 @@ def run_training(
     # Only now, with the data read: a typo in --data must not wipe the run that --overwrite would replace.
     run = prepare_output_dir(out, kind=recipe.kind, overwrite=overwrite, resume=resume, inputs=recipe.inputs)
     plan = _plan(recipe, run, resume=resume, main=main)
-    patches, validation = recipe.datasets(plan)
     L.seed_everything(settings.seed, workers=True, verbose=False)
+    system = recipe.build_system(plan)
+    # after the system: what it trains on may depend on it (System.uses_unlabelled); datasets() draws only from the
+    # patch stream's own generator, so the global streams (initialisation, augmentations) are as before
+    patches, validation = recipe.datasets(plan)
     module = SystemModule(
-        recipe.build_system(plan),
+        system,
         name=recipe.module_name,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
@@ -196,9 +210,9 @@ def run_training(
     # repeats steps. weights_only=False: the whole training state (optimiser, loops, random streams).
     trainer.save_checkpoint(last, weights_only=False)
     resumable.raise_if_stopped()
-    trained = TrainedRun(
-        run, plan, module.system, trainer, progress, trainer.global_step // len(module.group_names), seconds
-    )
+    steps = trainer.global_step // len(module.group_names)
+    stopped = _why_stopped(trainer, steps, settings.max_steps)
+    trained = TrainedRun(run, plan, module.system, trainer, progress, steps, seconds, stopped)
     _best(trained, trainer)
     if trainer.is_global_zero:
         _finish(recipe, trained)
@@ -222,7 +236,7 @@ def _plan(recipe: RunRecipe, run: Path, *, resume: bool, main: bool) -> Plan:
 
 
 # Options a resumed run may change: when training stops (a longer run: the schedule then decays over the new length).
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_minutes"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_minutes", "patience", "min_delta"})
 
 
 def _check_same_options(records: dict[str, Any], run: Path) -> None:
@@ -285,7 +299,12 @@ def _trainer(
             strategy="ddp" if multi else "auto",
             precision=settings.precision,
             # the tqdm bar counts steps per interval (the rich bar would show an epoch total of -1)
-            callbacks=[resumable, checkpoint, *([] if settings.quiet else [TQDMProgressBar()])],
+            callbacks=[
+                resumable,
+                checkpoint,
+                *_plateau_stop(recipe, settings),
+                *([] if settings.quiet else [TQDMProgressBar()]),
+            ],
             logger=CSVLogger(run, name="logs", version=log_version(run)),
             plugins=[SafeCheckpointIO()],
             num_sanity_val_steps=0,
@@ -297,6 +316,33 @@ def _trainer(
         )
     except (ValueError, RuntimeError, TypeError) as exc:  # Lightning's message for bad device/precision options
         raise MedsslError(f"cannot set up training: {exc}") from None
+
+
+def _plateau_stop(recipe: RunRecipe, settings: TrainingSettings) -> list[EarlyStopping]:
+    """Lightning's ``EarlyStopping`` on the monitored score when ``settings.patience`` is set (its counters go into
+    the checkpoints, so a resumed run keeps counting)."""
+    if settings.patience is None or recipe.monitor is None:
+        return []
+    return [
+        EarlyStopping(
+            monitor=recipe.monitor,
+            mode="max",
+            patience=settings.patience,
+            min_delta=settings.min_delta,
+            check_finite=False,  # a NaN score (no foreground anywhere) is a validation without a gain, not an end
+            check_on_train_epoch_end=False,  # after each validation only (a resumed run starts at an epoch's end)
+            verbose=False,
+        )
+    ]
+
+
+def _why_stopped(trainer: L.Trainer, steps: int, max_steps: int) -> str:
+    """``plateau`` when the plateau stop ended training before ``max_steps``, else ``max_minutes`` when training
+    ended early (an interrupt raises before this is asked), else ``max_steps``."""
+    if steps >= max_steps:
+        return "max_steps"
+    plateau = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)  # type: ignore[attr-defined]
+    return "plateau" if plateau else "max_minutes"
 
 
 def _best(trained: TrainedRun, trainer: L.Trainer) -> None:
@@ -314,7 +360,18 @@ def _finish(recipe: RunRecipe, trained: TrainedRun) -> None:
     if curves:
         trained.files["training_curves"] = str(curves)
     entries = recipe.finish(trained)
+    validation = {}
+    if recipe.monitor is not None:
+        steps, values = read_curves(metric_logs(trained.run)).get(recipe.monitor, ([], []))
+        validation = {"validation_curve": {"monitor": recipe.monitor, "steps": steps, "values": values}}
     save_json(
         trained.run / "result.json",
-        {**entries, "global_step": trained.steps, "train_seconds": trained.train_seconds, "files": trained.files},
+        {
+            **entries,
+            "global_step": trained.steps,
+            "stopped": trained.stopped,
+            **validation,
+            "train_seconds": trained.train_seconds,
+            "files": trained.files,
+        },
     )

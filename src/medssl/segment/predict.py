@@ -3,15 +3,19 @@ maps with the input's geometry."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
+from medssl.config import FinetuneConfig, check_options
 from medssl.data.check import nonfinite_problem
 from medssl.data.geometry import ImageMeta
 from medssl.data.io import image_suffix, read_image, stem, write_image
@@ -23,6 +27,8 @@ from medssl.errors import MedsslError
 from medssl.networks.unet import build_unet
 from medssl.networks.weights import load_checkpoint_file
 from medssl.segment.inference import activate, predict_logits
+from medssl.systems import System
+from medssl.systems.options import check_system_options
 
 _PICTURES = {".png", ".bmp", ".tif", ".tiff"}
 
@@ -78,13 +84,39 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
         raise MedsslError(f"{run} has no checkpoint (checkpoints/best.ckpt or last.ckpt)")
     state = load_checkpoint_file(ckpt).get("state_dict", {})
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    network = build_network(plan)
+    system = _run_system(run, plan)
     try:
-        network.load_state_dict(weights)
+        system.load_state_dict(weights)
     except RuntimeError as exc:
         raise MedsslError(f"checkpoint {ckpt} does not fit the network in {plan_file}: {exc}") from None
+    network = system.export()["network"]
     network.eval()
     return TrainedModel(network, plan, ckpt)
+
+
+def _run_system(run: Path, plan: Plan) -> System:
+    """The segmentation system a fine-tuning run trained (``system`` and ``system_options`` of its ``config.yaml``;
+    ``supervised`` for runs without them), built fresh for the plan; its state dict is the checkpoint's ``model.*``."""
+    from medssl import registry
+
+    saved: dict[str, Any] = {}
+    if (run / "config.yaml").is_file():
+        try:
+            saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise MedsslError(f"{run / 'config.yaml'} is not valid YAML: {exc}") from None
+        if not isinstance(saved, dict):
+            raise MedsslError(f"{run / 'config.yaml'} must hold a mapping of option: value")
+    name = saved.get("system") or "supervised"
+    where = f" (in {run / 'config.yaml'})"
+    options = check_system_options("segmentation", name, saved.get("system_options") or {}, where)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    try:  # the augmentation/validation settings do not shape the network: defaults do where the saved ones fail
+        cfg = FinetuneConfig(**check_options(FinetuneConfig, {k: v for k, v in saved.items() if k in fields}))
+    except (MedsslError, TypeError):
+        cfg = FinetuneConfig()
+    system: System = registry.get("segmentation", name).for_run(plan, cfg, **options)
+    return system
 
 
 def input_problem(model: TrainedModel, image: np.ndarray, meta: ImageMeta, name: str) -> str | None:

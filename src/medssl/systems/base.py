@@ -13,7 +13,7 @@ from typing import Any, Final, TypedDict
 
 from torch import Tensor, nn
 
-__all__ = ["BATCH_FIELDS", "IMAGE", "TARGET", "Batch", "System", "as_batch"]
+__all__ = ["BATCH_FIELDS", "IMAGE", "TARGET", "UNLABELLED", "Batch", "System", "as_batch"]
 
 
 class Batch(TypedDict, total=False):
@@ -26,6 +26,8 @@ class Batch(TypedDict, total=False):
         task: a task index per image, ``(B,)`` (one network, several tasks).
         raters: several raters' targets, ``(B, R, *S)``: one class-index map per rater (``encode_raters``).
         high_res: a high-resolution target image ``(B, C, *S')`` (super-resolution).
+        unlabelled: images without targets ``(B_u, C, *S)`` drawn beside the labelled ones (semi-supervised
+            systems, ``System.uses_unlabelled``): never part of a supervised loss.
     """
 
     image: Tensor
@@ -34,10 +36,12 @@ class Batch(TypedDict, total=False):
     task: Tensor
     raters: Tensor
     high_res: Tensor
+    unlabelled: Tensor
 
 
 IMAGE: Final = "image"
 TARGET: Final = "target"
+UNLABELLED: Final = "unlabelled"
 BATCH_FIELDS: tuple[str, ...] = tuple(Batch.__annotations__)
 """Every field name a ``Batch`` may hold, in declaration order."""
 
@@ -62,7 +66,14 @@ class System(nn.Module, abc.ABC):
     """Anything the engine trains: holds its networks and losses, returns losses, never steps an optimiser.
 
     Subclasses implement ``training_step`` and ``export``; the other methods have defaults.
+
+    Attributes:
+        uses_unlabelled: True when ``training_step`` reads ``batch["unlabelled"]``: fine-tuning then draws, beside
+            every labelled batch, as many patches of the training images whose labels it does not use (set per
+            instance where only some configurations use them).
     """
+
+    uses_unlabelled: bool = False
 
     @abc.abstractmethod
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:

@@ -1,0 +1,71 @@
+"""Fine-tuning to a validation plateau: ``patience`` stops training, ``result.json`` says why and holds the curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medssl import api
+from medssl.engine.run import _why_stopped
+from medssl.errors import MedsslError
+from medssl.networks.weights import load_checkpoint_file
+from tests.conftest import TINY
+
+
+def _result(run: Path) -> dict:
+    return json.loads((run / "result.json").read_text())
+
+
+def test_patience_stops_at_a_plateau_and_records_the_curve(paired_2d: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # min_delta 1: no gain in Dice can count, so the second validation is the first without one -> stop
+    result = api.finetune(
+        paired_2d, run, quiet=True, **{**TINY, "max_steps": 200, "val_interval": 2, "patience": 1, "min_delta": 1.0}
+    )
+    saved = _result(run)
+    assert result.stopped == saved["stopped"] == "plateau"
+    assert result.steps == saved["global_step"] == 4
+    assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    curve = saved["validation_curve"]
+    assert curve["monitor"] == "val_dice" and curve["steps"] == [2, 4] and len(curve["values"]) == 2
+
+
+def test_without_patience_the_run_trains_every_step(paired_2d: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = api.finetune(paired_2d, run, quiet=True, **{**TINY, "max_steps": 6, "val_interval": 2, "min_delta": 1.0})
+    assert result.stopped == _result(run)["stopped"] == "max_steps" and result.steps == 6
+    assert _result(run)["validation_curve"]["steps"] == [2, 4, 6]
+
+
+def test_a_larger_patience_waits_longer(paired_2d: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = api.finetune(
+        paired_2d, run, quiet=True, **{**TINY, "max_steps": 200, "val_interval": 2, "patience": 3, "min_delta": 1.0}
+    )
+    assert (result.stopped, result.steps) == ("plateau", 8)
+
+
+def test_resume_may_change_patience_but_not_other_options(paired_2d: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    opts = {**TINY, "max_steps": 200, "val_interval": 2, "patience": 1, "min_delta": 1.0}
+    api.finetune(paired_2d, run, quiet=True, **opts)
+    resumed = api.finetune(paired_2d, run, quiet=True, resume=True, **{**opts, "patience": 3})
+    assert resumed.steps > 4
+    with pytest.raises(MedsslError, match="other options"):
+        api.finetune(paired_2d, run, quiet=True, resume=True, **{**opts, "val_interval": 4})
+
+
+@pytest.mark.parametrize("bad", [{"patience": 0}, {"min_delta": -0.1}])
+def test_bad_plateau_options_are_refused(paired_2d: Path, tmp_path: Path, bad: dict) -> None:
+    with pytest.raises(MedsslError):
+        api.finetune(paired_2d, tmp_path / "run", quiet=True, **{**TINY, **bad})
+
+
+def test_why_stopped_names_the_time_limit() -> None:
+    class _Trainer:
+        callbacks: tuple[()] = ()
+
+    assert _why_stopped(_Trainer(), 3, 10) == "max_minutes"  # type: ignore[arg-type]
+    assert _why_stopped(_Trainer(), 10, 10) == "max_steps"  # type: ignore[arg-type]
