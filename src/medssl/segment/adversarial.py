@@ -26,7 +26,6 @@ from medssl.networks.discriminators import (
     scaled_truth,
     target_maps,
 )
-from medssl.segment.augment import apply_affine, random_affine_matrices
 from medssl.segment.supervised import SupervisedSegmentation
 from medssl.systems import IMAGE, TARGET, UNLABELLED, Batch
 
@@ -210,7 +209,7 @@ class AdversarialSegmentation(SupervisedSegmentation):
         """``{"generator": ..., "discriminator": ...}`` (see the class) and, logged only, ``supervised``,
         ``adversarial`` and, for ``semi`` with unlabelled images, ``semi`` and ``confident`` (the share of
         unlabelled pixels above the threshold)."""
-        x, y = self._augmented(batch[IMAGE], batch[TARGET])
+        x, y = self.augment(batch[IMAGE], batch[TARGET])
         logits = self.network(x)
         supervised = self.loss(logits, y)
         probs = class_maps(logits, multilabel=self.multilabel)
@@ -226,20 +225,6 @@ class AdversarialSegmentation(SupervisedSegmentation):
         generator = supervised + sum(g_terms.values(), torch.zeros((), device=x.device))
         logged = {"supervised": supervised.detach(), **{k: v.detach() for k, v in g_terms.items()}, **shown}
         return {"generator": generator, "discriminator": d_loss, **logged}
-
-    def _augmented(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """The random affine of ``SupervisedSegmentation.training_step``, from the same generator."""
-        if self.affine_probability <= 0:
-            return x, y
-        mats = random_affine_matrices(
-            x.shape[0],
-            x.ndim - 2,
-            max_degrees=self.rotate_degrees,
-            scale_range=self.scale_range,
-            probability=self.affine_probability,
-            generator=self.generator,
-        )
-        return apply_affine(x, y, mats.to(x.device))
 
     def _luc(self, x: Tensor, probs: Tensor, truth: Tensor, adversarial: bool) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.discriminator

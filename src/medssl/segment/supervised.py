@@ -82,18 +82,22 @@ class SupervisedSegmentation(System):
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """``{"loss": Dice + cross-entropy}`` of the augmented ``image`` and ``target`` patches."""
-        x, y = batch[IMAGE], batch[TARGET]
-        if self.affine_probability > 0:
-            mats = random_affine_matrices(
-                x.shape[0],
-                x.ndim - 2,
-                max_degrees=self.rotate_degrees,
-                scale_range=self.scale_range,
-                probability=self.affine_probability,
-                generator=self.generator,
-            )
-            x, y = apply_affine(x, y, mats.to(x.device))
+        x, y = self.augment(batch[IMAGE], batch[TARGET])
         return {"loss": self.loss(self.network(x), y)}
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The random affine of images ``x`` and their targets ``y``, drawn from the system's generator."""
+        if self.affine_probability <= 0:
+            return x, y
+        mats = random_affine_matrices(
+            x.shape[0],
+            x.ndim - 2,
+            max_degrees=self.rotate_degrees,
+            scale_range=self.scale_range,
+            probability=self.affine_probability,
+            generator=self.generator,
+        )
+        return apply_affine(x, y, mats.to(x.device))
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
         """``{"dice": mean foreground Dice}`` of one whole case (batch of one), predicted with a sliding window."""
