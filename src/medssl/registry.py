@@ -44,7 +44,9 @@ class _Kind:
 _KINDS: dict[str, _Kind] = {
     "pretraining": _Kind("pretraining method", "medssl pretrain --method", ("medssl.pretrain",)),
     "segmentation": _Kind(
-        "segmentation system", "medssl finetune", ("medssl.segment.supervised", "medssl.segment.adversarial")
+        "segmentation system",
+        "medssl finetune",
+        ("medssl.segment.supervised", "medssl.segment.adversarial", "medssl.segment.dodnet"),
     ),
     "label-free": _Kind(
         "label-free method", "medssl segment --method", ("medssl.labelfree.kmeans", "medssl.labelfree.s3")
