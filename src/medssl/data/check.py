@@ -7,7 +7,8 @@ detected layout and case counts (for the ``medssl data check`` command).
 
 Problems reported:
 - pairing: image without mask, mask without image, duplicate stems, a structure's mask missing
-  (paired-multilabel), channel files missing (nnU-Net), files listed in dataset.json but absent;
+  (paired-multilabel; not when ``annotations.json`` says the case does not annotate it), channel files missing
+  (nnU-Net), files listed in dataset.json but absent;
 - empty folders, and files in the image/mask folders that are not a supported image;
 - unreadable, empty or corrupt files (images and masks);
 - NaN or infinite values in images;
@@ -133,7 +134,23 @@ def check_dataset_report(path: str | Path) -> CheckReport:
     for case in [*index.cases, *index.test_cases]:
         problems += check_case(case, index, tally, raters=True)[0]  # every file, every observer
     problems += [line for _, line in dataset_problems(index, tally)]
-    return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems, index.notes)
+    notes = [*index.notes, *annotation_notes(index)]
+    return CheckReport(root, index.layout, len(index.cases), len(index.test_cases), problems, notes)
+
+
+def annotation_notes(index: DatasetIndex) -> list[str]:
+    """What a declaration of partial annotations (``Case.annotated``) says: how many cases annotate only some
+    structures, and how many cases annotate each structure; nothing when every case annotates every one."""
+    partial = [c for c in index.cases if c.annotated is not None]
+    if not partial:
+        return []
+    counts = ", ".join(
+        f"{n} {sum(c.annotated is None or n in c.annotated for c in index.cases)}" for n in index.structures or []
+    )
+    return [
+        f"{len(partial)} of {len(index.cases)} case(s) annotate only some structures (annotations.json); cases "
+        f"per structure: {counts}"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ the folders
@@ -372,6 +389,7 @@ __all__ = [
     "CaseArrays",
     "CheckReport",
     "DatasetTally",
+    "annotation_notes",
     "check_case",
     "check_dataset",
     "check_dataset_report",

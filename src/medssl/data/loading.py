@@ -36,6 +36,8 @@ class LoadedCase:
         structures: ``(S, *spatial)`` bool, one binary mask per structure, or None.
         raters: ``(R, *spatial)`` int64 label maps, one per observer (``Case.observers`` order, the label's
             first), when they were asked for and the case has several; else None.
+        annotated: ``(S,)`` bool, which structures the case annotates (``Case.annotated``), in the order of
+            ``structures``, when it annotates only some (the others' masks are zeros); None: every one.
     """
 
     case_id: str
@@ -44,6 +46,7 @@ class LoadedCase:
     label: np.ndarray | None = None
     structures: np.ndarray | None = None
     raters: np.ndarray | None = None
+    annotated: np.ndarray | None = None
 
 
 def load_image_channels(paths: tuple[Path, ...] | list[Path]) -> tuple[np.ndarray, ImageMeta]:
@@ -192,10 +195,15 @@ def _from_arrays(case: Case, arrays: CaseArrays, structures: list[str] | None, i
     loaded = LoadedCase(case.case_id, image.astype(np.float32, copy=False), arrays.images[0][2], arrays.label)
     if case.structures and not images_only:
         names = structures or sorted(case.structures)
-        missing = [n for n in names if n not in arrays.structures]
+        annotated = names if case.annotated is None else case.annotated
+        missing = [n for n in names if n not in arrays.structures and n in annotated]
         if missing:
             raise MedsslError(f"case {case.case_id} has no mask for structure {missing[0]!r}")
-        loaded.structures = np.stack([arrays.structures[n] > 0 for n in names])
+        # an unannotated structure's target is zeros: which structures count is ``annotated``, never a value
+        none = np.zeros(image.shape[1:], bool)
+        loaded.structures = np.stack([arrays.structures[n] > 0 if n in annotated else none for n in names])
+        if case.annotated is not None:
+            loaded.annotated = np.array([n in annotated for n in names])
     if arrays.raters and arrays.label is not None and case.observers:
         # The label is the first observer's mask, read once: check_case reads only the other observers.
         label = arrays.label

@@ -33,6 +33,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         samples: length of one pass (steps between validations x batch size).
         extras: more fields, name -> one ``(E, *spatial)`` array per case on the same grid (e.g. ``"raters"``:
             every rater's encoded target); padded with 0 like the target.
+        case_fields: non-spatial fields, name -> one array per case, given with each of its patches as is (e.g.
+            ``"annotated"``: which structures the case annotates); they draw nothing from the stream.
         foreground_fraction: share of patches centred on a foreground voxel of the target.
         slice_axis: axis of the volume that a 2D network slices, or None.
         flip_axes: network spatial axes mirrored with probability 0.5.
@@ -52,6 +54,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         samples: int,
         *,
         extras: Mapping[str, list[np.ndarray]] | None = None,
+        case_fields: Mapping[str, list[np.ndarray]] | None = None,
         foreground_fraction: float = 0.33,
         slice_axis: int | None = None,
         flip_axes: list[int] | None = None,
@@ -61,6 +64,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.images = images
         self.targets = targets
         self.extras = _fields(images, targets, extras)
+        self.case_fields = _case_fields(images, self.extras, case_fields)
         self.patch = list(patch_size)
         self.samples = samples
         self.fg_fraction = foreground_fraction
@@ -109,7 +113,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             if rng.random() < 0.5:
                 arrays = {name: np.flip(v, a + 1) for name, v in arrays.items()}
         x = self._intensity(np.ascontiguousarray(arrays.pop(IMAGE), dtype=np.float32), rng)
-        return {IMAGE: torch.from_numpy(x)} | {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        item = {IMAGE: torch.from_numpy(x)} | {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return item | {name: torch.from_numpy(per_case[i]) for name, per_case in self.case_fields.items()}
 
     def _crop(
         self, arrays: dict[str, np.ndarray], centre: np.ndarray | None, rng: np.random.Generator
@@ -202,6 +207,7 @@ class CaseDataset(Dataset[dict[str, torch.Tensor]]):
         images: preprocessed ``(C, *spatial)`` float32 arrays.
         targets: their ``(T, *spatial)`` targets, or None (no ``target`` field).
         extras: more fields, name -> one ``(E, *spatial)`` array per case (e.g. ``"raters"``).
+        case_fields: non-spatial fields, name -> one array per case, as is (e.g. ``"annotated"``).
 
     Raises:
         ValueError: as ``PatchDataset``.
@@ -213,9 +219,11 @@ class CaseDataset(Dataset[dict[str, torch.Tensor]]):
         targets: list[np.ndarray] | None = None,
         *,
         extras: Mapping[str, list[np.ndarray]] | None = None,
+        case_fields: Mapping[str, list[np.ndarray]] | None = None,
     ) -> None:
         self.images, self.targets = images, targets
         self.extras = _fields(images, targets, extras)
+        self.case_fields = _case_fields(images, self.extras, case_fields)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -224,7 +232,8 @@ class CaseDataset(Dataset[dict[str, torch.Tensor]]):
         item = {IMAGE: torch.from_numpy(self.images[i])}
         if self.targets is not None:
             item[TARGET] = torch.from_numpy(self.targets[i])
-        return item | {name: torch.from_numpy(per_case[i]) for name, per_case in self.extras.items()}
+        fields = {**self.extras, **self.case_fields}
+        return item | {name: torch.from_numpy(per_case[i]) for name, per_case in fields.items()}
 
 
 def _fields(
@@ -244,3 +253,16 @@ def _fields(
             if array.shape[1:] != image.shape[1:]:
                 raise ValueError(f"{name} {k} is {array.shape[1:]} but its image is {image.shape[1:]} (spatial)")
     return extras
+
+
+def _case_fields(
+    images: list[np.ndarray], extras: Mapping[str, list[np.ndarray]], fields: Mapping[str, list[np.ndarray]] | None
+) -> dict[str, list[np.ndarray]]:
+    """The non-spatial per-case fields, once checked: one array per image, no name taken by another field."""
+    fields = dict(fields or {})
+    for name, arrays in fields.items():
+        if name in (IMAGE, TARGET) or name in extras:
+            raise ValueError(f"case field {name!r} would replace the {name} field")
+        if len(arrays) != len(images):
+            raise ValueError(f"{len(arrays)} {name} array(s) for {len(images)} image(s)")
+    return fields

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,18 @@ def make_split(
     label_fraction: float = 1.0,
     seed: int = 0,
     split_seed: int = 0,
+    held_out_from: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Split ``case_ids`` into train / val / test and pick the labelled training subset.
+
+    Args:
+        held_out_from: the only cases that may be validation or test cases (partially labelled data: the fully
+            annotated ones, so that the scores are honest); as many are drawn as without it, by a permutation of
+            these cases with ``split_seed``, and the training cases are all the others, sorted. None: any case.
+
+    Raises:
+        MedsslError: a fraction out of range, too few cases, or fewer cases in ``held_out_from`` than the
+            validation and test cases need.
 
     Returns:
         ``{"train": [...], "train_labelled": [...], "val": [...], "test": [...], "seed", "split_seed",
@@ -42,8 +53,20 @@ def make_split(
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_test - n_val < 1:
         raise MedsslError(f"{n} labelled case(s) are too few for a train/validation/test split; need at least 3")
-    order = [ids[i] for i in np.random.default_rng(split_seed).permutation(n)]
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    if held_out_from is None:
+        order = [ids[i] for i in np.random.default_rng(split_seed).permutation(n)]
+        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    else:
+        pool = sorted(set(held_out_from) & set(ids))
+        if len(pool) < n_test + n_val:
+            raise MedsslError(
+                f"only {len(pool)} of {n} case(s) annotate every structure, but the validation and test cases must "
+                f"(so that their scores are honest) and the split needs {n_val + n_test}: declare more cases fully "
+                "annotated or lower val_fraction / test_fraction"
+            )
+        order = [pool[i] for i in np.random.default_rng(split_seed).permutation(len(pool))]
+        test, val = order[:n_test], order[n_test : n_test + n_val]
+        train = sorted(set(ids) - set(test) - set(val))
     # N / len(train) must label exactly N cases: float products such as 25 * (7 / 25) = 7.000000000000001 must not
     # round up to N + 1
     wanted = max(1, math.ceil(len(train) * label_fraction - 1e-9))

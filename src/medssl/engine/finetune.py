@@ -21,6 +21,7 @@ from medssl.data.preprocess import encode_target, preprocess_image
 from medssl.data.sampling import CaseDataset, PatchDataset, WithUnlabelledPatches
 from medssl.data.split import load_split, make_split
 from medssl.engine.evaluation import evaluate_test_cases
+from medssl.engine.partial_labels import annotated_rows, check_held_out, check_partial_labels, fully_annotated
 from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
 from medssl.engine.run_folder import is_main_process
 from medssl.engine.unlabelled import read_unlabelled_folder, unlabelled_cases
@@ -155,6 +156,8 @@ class FinetuneRecipe(RunRecipe):
         the training and validation cases are kept from this one reading, the test cases are read again at the
         end."""
         self.index = index = labelled_index(self.data)
+        if index.partially_annotated:
+            check_partial_labels(index, getattr(self.cfg, "system", "supervised"))
         ids = {c.case_id for c in index.cases}
         split = self._split(ids)
         checked = load_checked_cases(index, index.cases, keep=_kept(split, self.cfg), progress=progress)
@@ -183,9 +186,13 @@ class FinetuneRecipe(RunRecipe):
         )
 
     def _split(self, ids: set[str], leave_out: set[str] | None = None) -> dict[str, Any]:
-        return _choose_split(
-            ids, self.cfg, self.saved_split, self.split_file, self.label_fraction, self.seed, leave_out=leave_out
-        )
+        full = fully_annotated(self.index)  # partially labelled data: only these may be held out
+        split = _choose_split(
+            ids, self.cfg, self.saved_split, self.split_file, self.label_fraction, self.seed, leave_out=leave_out,
+            held_out_from=full,
+        )  # fmt: skip
+        check_held_out(split, full)
+        return split
 
     def _cases(self, ids: list[str]) -> list[LoadedCase]:
         """The loaded cases ``ids`` (taken out of memory once used); a case wanted only by the split made without
@@ -228,9 +235,14 @@ class FinetuneRecipe(RunRecipe):
         return {"split.json": self.split, "config.yaml": self.cfg, "command.json": command}
 
     def datasets(self, plan: Plan) -> tuple[PatchDataset, Dataset[Any]]:
+        # partially labelled data: each patch and validation case says which structures it annotates
+        partial = self.index.partially_annotated
         train_x, train_y = _prepare(self._train_cases(), plan)
+        train_fields = {"annotated": annotated_rows(self._train_cases(), plan)} if partial else None
         self.train_cases = None  # preprocessed: the raw arrays can go
-        val_x, val_y = _prepare(self._cases(self.split["val"][: self.cfg.max_val_cases]), plan)
+        val = self._cases(self.split["val"][: self.cfg.max_val_cases])
+        val_x, val_y = _prepare(val, plan)
+        val_fields = {"annotated": annotated_rows(val, plan)} if partial else None
         cfg = self.cfg
         # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
         samples = min(cfg.val_interval, cfg.max_steps) * plan.batch_size
@@ -240,6 +252,7 @@ class FinetuneRecipe(RunRecipe):
             "flip_axes": cfg.flip_axes,
             "intensity_probability": cfg.intensity_probability,
             "seed": self.seed,
+            "case_fields": train_fields,
         }
         patches = (
             WithUnlabelledPatches(
@@ -248,7 +261,7 @@ class FinetuneRecipe(RunRecipe):
             if self.uses_unlabelled
             else PatchDataset(train_x, train_y, plan.patch_size, samples, **options)
         )
-        return patches, CaseDataset(val_x, val_y)
+        return patches, CaseDataset(val_x, val_y, case_fields=val_fields)
 
     def _unlabelled_images(self, plan: Plan) -> list[np.ndarray]:
         """The unlabelled images, preprocessed: the training cases whose labels the run does not use (read now,
@@ -329,9 +342,11 @@ def _choose_split(
     seed: int,
     *,
     leave_out: set[str] | None = None,
+    held_out_from: set[str] | None = None,
 ) -> dict[str, Any]:
     """The run's split: the saved one (``--resume``), the ``--split`` file, or a seeded one made without the cases
-    of ``leave_out`` (a given split just has them removed)."""
+    of ``leave_out`` (a given split just has them removed), its validation and test cases drawn from
+    ``held_out_from`` when given (``make_split``)."""
     leave_out = leave_out or set()
     if saved is not None and saved.is_file():
         split = load_split(saved, ids)
@@ -345,6 +360,7 @@ def _choose_split(
             label_fraction=label_fraction,
             seed=seed,
             split_seed=cfg.split_seed,
+            held_out_from=held_out_from,
         )
     return {k: [i for i in v if i not in leave_out] if isinstance(v, list) else v for k, v in split.items()}
 

@@ -46,6 +46,8 @@ class DoDNetSegmentation(SupervisedSegmentation):
         sw_overlap, rotate_degrees, scale_range, affine_probability, seed: as ``SupervisedSegmentation``.
     """
 
+    uses_annotated = True  # trains on partially labelled data (fine-tuning passes batch["annotated"])
+
     def __init__(
         self,
         network: nn.Module,

@@ -71,9 +71,13 @@ class System(nn.Module, abc.ABC):
         uses_unlabelled: True when ``training_step`` reads ``batch["unlabelled"]``: fine-tuning then draws, beside
             every labelled batch, as many patches of the training images whose labels it does not use (set per
             instance where only some configurations use them).
+        uses_annotated: True when the system reads ``batch["annotated"]`` (which structures each case annotates)
+            and leaves the unannotated ones out of its loss: only such a system may fine-tune on partially labelled
+            data (any other would learn an unannotated structure as background).
     """
 
     uses_unlabelled: bool = False
+    uses_annotated: bool = False
 
     @abc.abstractmethod
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:

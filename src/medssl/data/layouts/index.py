@@ -22,6 +22,9 @@ class Case:
         observers: observer folder name -> mask path, every observer that drew this case (observers layout;
             ``label`` is the first observer's), else None.
         fov: field-of-view or brain mask path (not a label, not an image), or None.
+        annotated: the structures this case annotates, sorted, when a declaration (``annotations.json`` of a
+            paired-multilabel dataset) says it annotates only some; None: every structure. ``structures`` then
+            holds the masks of these structures only.
     """
 
     case_id: str
@@ -30,6 +33,7 @@ class Case:
     structures: dict[str, Path] | None = None
     observers: dict[str, Path] | None = None
     fov: Path | None = None
+    annotated: tuple[str, ...] | None = None
 
     def files(self) -> list[Path]:
         """Every file (or DICOM folder) the case uses: images, label, structure and observer masks, fov."""
@@ -76,3 +80,8 @@ class DatasetIndex:
     def has_labels(self) -> bool:
         """True when the cases carry label maps or structure masks."""
         return any(c.label is not None or bool(c.structures) for c in self.cases)
+
+    @property
+    def partially_annotated(self) -> bool:
+        """True when some case annotates only some of the structures (``Case.annotated``)."""
+        return any(c.annotated is not None for c in self.cases)
