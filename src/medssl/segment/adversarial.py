@@ -86,7 +86,8 @@ class AdversarialSegmentation(SupervisedSegmentation):
         warmup_steps: steps with the supervised loss alone (the discriminator still trains).
         critic_clip: SegAN's critic weight clipping after each step; None: no clipping.
         discriminator_widths: channels of the discriminator's strided convolutions (one per scale).
-        sw_overlap, rotate_degrees, scale_range, affine_probability, seed: as ``SupervisedSegmentation``.
+        settings: ``sw_overlap``, ``rotate_degrees``, ``scale_range``, ``affine_probability``, ``seed``: as
+            ``SupervisedSegmentation`` (``run_settings``).
     """
 
     def __init__(
@@ -104,21 +105,9 @@ class AdversarialSegmentation(SupervisedSegmentation):
         warmup_steps: int = 0,
         critic_clip: float | None = 0.05,
         discriminator_widths: tuple[int, ...] = (32, 64, 128, 256),
-        sw_overlap: float = 0.25,
-        rotate_degrees: float = 15.0,
-        scale_range: tuple[float, float] = (0.85, 1.2),
-        affine_probability: float = 0.3,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            network,
-            plan,
-            sw_overlap=sw_overlap,
-            rotate_degrees=rotate_degrees,
-            scale_range=scale_range,
-            affine_probability=affine_probability,
-            seed=seed,
-        )
+        super().__init__(network, plan, **settings)
         if discriminator not in DEFAULT_ADVERSARIAL_WEIGHTS:
             raise MedsslError(f"discriminator must be one of luc, segan, semi, not {discriminator!r}")
         if luc_input not in ("basic", "product", "scaling"):
@@ -177,7 +166,6 @@ class AdversarialSegmentation(SupervisedSegmentation):
         and validation settings of ``cfg``, and this system's options (see the class)."""
         from medssl.segment.predict import build_network
 
-        lo, hi = cfg.scale_range
         return cls(
             build_network(plan),
             plan,
@@ -191,11 +179,7 @@ class AdversarialSegmentation(SupervisedSegmentation):
             warmup_steps=warmup_steps,
             critic_clip=critic_clip,
             discriminator_widths=tuple(discriminator_widths),
-            sw_overlap=cfg.sw_overlap,
-            rotate_degrees=cfg.rotate_degrees,
-            scale_range=(lo, hi),
-            affine_probability=cfg.affine_probability,
-            seed=seed,
+            **cls.run_settings(cfg, seed),
         )
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -3,6 +3,8 @@ labelled data, each structure a task of a dynamic head; registered as segmentati
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import binary_cross_entropy_with_logits
@@ -43,31 +45,14 @@ class DoDNetSegmentation(SupervisedSegmentation):
         head_channels: width of the dynamic head's input and hidden layers (DoDNet: 8).
         head_layers: generated 1x1 convolutions in the dynamic head (DoDNet: 3).
         out_per_task: structures per task (1: every structure its own task; DoDNet's datasets had 2).
-        sw_overlap, rotate_degrees, scale_range, affine_probability, seed: as ``SupervisedSegmentation``.
+        settings: ``sw_overlap``, ``rotate_degrees``, ``scale_range``, ``affine_probability``, ``seed``: as
+            ``SupervisedSegmentation`` (``run_settings``).
     """
 
     uses_annotated = True  # trains on partially labelled data (fine-tuning passes batch["annotated"])
 
-    def __init__(
-        self,
-        network: nn.Module,
-        plan: Plan,
-        *,
-        sw_overlap: float = 0.25,
-        rotate_degrees: float = 15.0,
-        scale_range: tuple[float, float] = (0.85, 1.2),
-        affine_probability: float = 0.3,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            network,
-            plan,
-            sw_overlap=sw_overlap,
-            rotate_degrees=rotate_degrees,
-            scale_range=scale_range,
-            affine_probability=affine_probability,
-            seed=seed,
-        )
+    def __init__(self, network: nn.Module, plan: Plan, **settings: Any) -> None:
+        super().__init__(network, plan, **settings)
         if not isinstance(network, DoDNet):
             raise MedsslError(f"the dodnet system needs a DoDNet network, got {type(network).__name__}")
         self.structures = _structures(plan)
@@ -91,17 +76,8 @@ class DoDNetSegmentation(SupervisedSegmentation):
         """The system ``medssl finetune --set system=dodnet`` trains: the plan's U-Net encoder and decoder with a
         dynamic head (``build_dodnet``), the augmentation and validation settings of ``cfg`` and this system's
         options (see the class)."""
-        lo, hi = cfg.scale_range
         network = build_dodnet(plan, head_channels=head_channels, head_layers=head_layers, out_per_task=out_per_task)
-        return cls(
-            network,
-            plan,
-            sw_overlap=cfg.sw_overlap,
-            rotate_degrees=cfg.rotate_degrees,
-            scale_range=(lo, hi),
-            affine_probability=cfg.affine_probability,
-            seed=seed,
-        )
+        return cls(network, plan, **cls.run_settings(cfg, seed))
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """``{"loss": masked Dice + BCE}`` of the augmented patches over their annotated structures, and, logged

@@ -69,16 +69,20 @@ class SupervisedSegmentation(System):
         """
         from medssl.segment.predict import build_network
 
+        return cls(build_network(plan), plan, **cls.run_settings(cfg, seed))
+
+    @staticmethod
+    def run_settings(cfg: FinetuneConfig, seed: int) -> dict[str, Any]:
+        """The constructor's augmentation and validation settings from a fine-tuning config (every subclass's
+        ``for_run`` passes them on)."""
         lo, hi = cfg.scale_range
-        return cls(
-            build_network(plan),
-            plan,
-            sw_overlap=cfg.sw_overlap,
-            rotate_degrees=cfg.rotate_degrees,
-            scale_range=(lo, hi),
-            affine_probability=cfg.affine_probability,
-            seed=seed,
-        )
+        return {
+            "sw_overlap": cfg.sw_overlap,
+            "rotate_degrees": cfg.rotate_degrees,
+            "scale_range": (lo, hi),
+            "affine_probability": cfg.affine_probability,
+            "seed": seed,
+        }
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """``{"loss": Dice + cross-entropy}`` of the augmented ``image`` and ``target`` patches."""
