@@ -131,3 +131,13 @@ def test_without_partial_cases_batches_are_unchanged(tmp_path: Path, monkeypatch
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
     for _, (patches, validation) in seen["datasets"]:
         assert patches.case_fields == {} and validation.case_fields == {}
+
+
+def test_the_experiment_split_holds_out_only_fully_annotated_cases(tmp_path: Path) -> None:
+    from medssl.config import FinetuneConfig
+    from medssl.engine.experiment import _checked_split
+
+    data = _dataset(tmp_path / "data", DECLARED)
+    split = _checked_split(data, FinetuneConfig(test_fraction=0.3, val_fraction=0.2), quiet=True, skip_bad_cases=False)
+    held_out = {*split["val"], *split["test"]}
+    assert len(held_out) == 6 and held_out <= {f"c{k:02d}" for k in range(6, 12)}

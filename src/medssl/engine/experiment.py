@@ -28,6 +28,7 @@ from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.split import make_split, save_split
 from medssl.engine.experiment_report import RANDOM, RunRecord, read_run, write_report
 from medssl.engine.finetune import labelled_index, run_finetune
+from medssl.engine.partial_labels import fully_annotated
 from medssl.engine.pretraining import run_pretrain
 from medssl.engine.run_folder import console, prepare_output_dir, progress_bar
 from medssl.errors import MedsslError
@@ -161,7 +162,11 @@ def _checked_split(data: str | Path, ft_cfg: FinetuneConfig, *, quiet: bool, ski
     print_skipped(bad)
     ids = sorted(c.case_id for c in index.cases if c.case_id not in bad)
     split = make_split(
-        ids, test_fraction=ft_cfg.test_fraction, val_fraction=ft_cfg.val_fraction, split_seed=ft_cfg.split_seed
+        ids,
+        test_fraction=ft_cfg.test_fraction,
+        val_fraction=ft_cfg.val_fraction,
+        split_seed=ft_cfg.split_seed,
+        held_out_from=fully_annotated(index),  # partially labelled data: only fully annotated cases are scored
     )
     if not split["test"]:
         raise MedsslError("the split has no test case; raise test_fraction in the finetune options or add cases")
