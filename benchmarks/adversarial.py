@@ -124,8 +124,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="adversarial variants: supervised-only steps first")
     parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--work", type=Path, required=True, help="run folders (kept; finished runs are reused)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 each when two grids share 2 cores)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     spec = DATASETS[args.dataset]
     data = require(DATA / spec["folder"])
     work = args.work / args.dataset
