@@ -46,7 +46,12 @@ _KINDS: dict[str, _Kind] = {
     "segmentation": _Kind(
         "segmentation system",
         "medssl finetune",
-        ("medssl.segment.supervised", "medssl.segment.adversarial", "medssl.segment.dodnet"),
+        (
+            "medssl.segment.supervised",
+            "medssl.segment.adversarial",
+            "medssl.segment.dodnet",
+            "medssl.segment.partial_baselines",
+        ),
     ),
     "label-free": _Kind(
         "label-free method", "medssl segment --method", ("medssl.labelfree.kmeans", "medssl.labelfree.s3")

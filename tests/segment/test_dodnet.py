@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def test_prediction_and_export_give_every_structure(dims: int, task: str) -> Non
 def test_validation_leaves_out_the_structures_a_case_does_not_annotate() -> None:
     system, batch = _system(2), _batch(2)
     with torch.no_grad():  # every structure predicted everywhere: the Dice of each differs (their areas do)
-        controller = system.dodnet.head.controller
+        controller = system.task_network.head.controller
         controller.weight.zero_()
         controller.bias.zero_()
         controller.bias[-1] = 10.0  # the last generated number: the output bias
@@ -141,8 +142,8 @@ def test_validation_leaves_out_the_structures_a_case_does_not_annotate() -> None
 
 def test_options_shape_the_head() -> None:
     system = _system(2, head_channels=4, head_layers=2)
-    assert system.dodnet.head.n_generated == 4 * 4 + 4 + 4 * 1 + 1
-    assert _system(2, out_per_task=3).dodnet.num_tasks == 1
+    assert system.task_network.head.n_generated == 4 * 4 + 4 + 4 * 1 + 1
+    assert _system(2, out_per_task=3).task_network.num_tasks == 1
     with pytest.raises(MedsslError, match="out_per_task must divide the 3 structures"):
         _system(2, out_per_task=2)
 
@@ -175,3 +176,12 @@ def test_finetune_trains_and_predicts_every_structure(partial: Path, tmp_path: P
     assert model.network(torch.rand(1, 1, 32, 32)).shape == (1, 2, 32, 32)
     written = api.predict(run, partial / "images", tmp_path / "pred", quiet=True)
     assert written and {p.parent.name for p in written} == {"inner", "outer"}
+    # the checkpoint carries the task list and the plan; a run folder whose plan.json differs is refused
+    checkpoint = torch.load(model.checkpoint, map_location="cpu", weights_only=False)
+    assert checkpoint["tasks"] == [["inner"], ["outer"]]
+    assert checkpoint["plan"] == json.loads((run / "plan.json").read_text())
+    edited = json.loads((run / "plan.json").read_text())
+    edited["target_spacing"] = [2.0, 2.0]
+    (run / "plan.json").write_text(json.dumps(edited))
+    with pytest.raises(MedsslError, match="trained under another plan.*target_spacing: checkpoint None"):
+        load_trained_model(run)

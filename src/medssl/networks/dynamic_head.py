@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from medssl.errors import MedsslError
 from medssl.networks import layers
 from medssl.networks.encoders import Encoder
+from medssl.networks.task_outputs import TaskOutputs
 from medssl.networks.unet import UNetDecoder
 
 __all__ = ["DoDNet", "DynamicHead"]
@@ -122,7 +123,7 @@ class DynamicHead(nn.Module):
         return logits.reshape(b, t * self.out_per_task, *features.shape[2:])
 
 
-class DoDNet(nn.Module):
+class DoDNet(TaskOutputs):
     """DoDNet: a shared encoder-decoder (the project's U-Net decoder on any ``Encoder``) and a ``DynamicHead``.
 
     ``forward(x, task)`` gives ``(B, out_per_task, *S)`` logits of each sample's task ``task[b]``;
@@ -156,14 +157,12 @@ class DoDNet(nn.Module):
         norm: str | None = None,
         act: str | None = None,
     ) -> None:
-        super().__init__()
         if not isinstance(encoder, Encoder):
             raise MedsslError(f"DoDNet needs a medssl Encoder, got {type(encoder).__name__}")
+        super().__init__(encoder.spatial_dims, encoder.in_channels, num_tasks, out_per_task, background_logit)
         norm = norm if norm is not None else str(getattr(encoder, "norm_name", "instance"))
         act = act if act is not None else str(getattr(encoder, "act_name", "leakyrelu"))
         self.encoder = encoder
-        self.spatial_dims: int = encoder.spatial_dims
-        self.in_channels: int = encoder.in_channels
         self.decoder = UNetDecoder(encoder.spatial_dims, encoder.channels, encoder.strides, norm, act)
         self.head = DynamicHead(
             self.decoder.out_channels,
@@ -173,8 +172,6 @@ class DoDNet(nn.Module):
             head_layers=head_layers,
             out_per_task=out_per_task,
         )
-        self.num_tasks, self.out_per_task, self.background_logit = num_tasks, out_per_task, background_logit
-        self.out_channels: int = num_tasks * out_per_task + int(background_logit)
         scale = encoder.strides[0]
         self.up: nn.Module = layers.upsample(self.spatial_dims, scale) if scale > 1 else nn.Identity()
 
@@ -192,10 +189,7 @@ class DoDNet(nn.Module):
         """Logits of task ``task[b]`` for each image ``x[b]`` (``task``: ``(B,)`` indices), ``(B, out_per_task,
         *S)``; without ``task``, every task's (see the class)."""
         if task is None:
-            logits = self.forward_all(x)
-            if self.background_logit:
-                logits = torch.cat((torch.zeros_like(logits[:, :1]), logits), dim=1)
-            return logits
+            return super().forward(x)
         task = torch.as_tensor(task, device=x.device).long().reshape(-1)
         if task.shape[0] != x.shape[0] or task.min() < 0 or task.max() >= self.num_tasks:
             raise MedsslError(f"need one task index in [0, {self.num_tasks}) per image, got {task.tolist()}")

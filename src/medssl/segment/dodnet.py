@@ -15,11 +15,12 @@ from medssl.data.plan import Plan
 from medssl.errors import MedsslError
 from medssl.networks.dynamic_head import DoDNet
 from medssl.networks.encoders import UNetEncoder
+from medssl.networks.task_outputs import TaskOutputs
 from medssl.segment.inference import predict_logits
 from medssl.segment.supervised import SupervisedSegmentation, foreground_dice
 from medssl.systems import IMAGE, TARGET, Batch
 
-__all__ = ["DoDNetSegmentation", "build_dodnet", "masked_dice_bce"]
+__all__ = ["DoDNetSegmentation", "build_dodnet", "masked_dice_bce", "structure_count", "task_count"]
 
 _SMOOTH = 1e-5  # MONAI DiceLoss's smooth_nr = smooth_dr, so that with every pair annotated this is SegmentationLoss
 
@@ -53,9 +54,12 @@ class DoDNetSegmentation(SupervisedSegmentation):
 
     def __init__(self, network: nn.Module, plan: Plan, **settings: Any) -> None:
         super().__init__(network, plan, **settings)
-        if not isinstance(network, DoDNet):
-            raise MedsslError(f"the dodnet system needs a DoDNet network, got {type(network).__name__}")
-        self.structures = _structures(plan)
+        if not isinstance(network, TaskOutputs):
+            raise MedsslError(
+                f"the {type(self).__name__} system needs a DoDNet or another TaskOutputs network, "
+                f"got {type(network).__name__}"
+            )
+        self.structures = structure_count(plan)
         if network.num_tasks * network.out_per_task != self.structures:
             raise MedsslError(
                 f"the network has {network.num_tasks} tasks x {network.out_per_task} outputs; "
@@ -84,7 +88,7 @@ class DoDNetSegmentation(SupervisedSegmentation):
         only, ``annotated``: the share of (case, structure) pairs annotated."""
         x, y = self.augment(batch[IMAGE], batch[TARGET])
         annotated = self._annotated(batch, x.shape[0], x.device)
-        logits = self.dodnet.forward_all(x)
+        logits = self.task_network.forward_all(x)
         loss = masked_dice_bce(logits, self._binary(y), annotated)
         return {"loss": loss, "annotated": annotated.float().mean()}
 
@@ -96,10 +100,21 @@ class DoDNetSegmentation(SupervisedSegmentation):
         return {"dice": torch.where(annotated, dice, torch.nan).nanmean()}
 
     @property
-    def dodnet(self) -> DoDNet:
+    def task_network(self) -> TaskOutputs:
         """The network, typed."""
-        assert isinstance(self.network, DoDNet)
+        assert isinstance(self.network, TaskOutputs)
         return self.network
+
+    @property
+    def tasks(self) -> list[list[str]]:
+        """The structure names of each task, in the network's task order."""
+        names = self.plan.class_names if self.multilabel else self.plan.class_names[1:]
+        p = self.task_network.out_per_task
+        return [list(names[t * p : (t + 1) * p]) for t in range(self.task_network.num_tasks)]
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        # the task list beside the plan (SupervisedSegmentation's), so that a checkpoint says what each output is
+        return {**super().checkpoint_state(), "tasks": self.tasks}
 
     def _binary(self, y: Tensor) -> Tensor:
         """The target as one binary map per structure, ``(B, structures, *S)``."""
@@ -123,28 +138,32 @@ class DoDNetSegmentation(SupervisedSegmentation):
         return annotated
 
 
-def _structures(plan: Plan) -> int:
+def structure_count(plan: Plan) -> int:
     """The binary structures (tasks at one output each) of a plan: its structures, or a label map's foreground
     classes."""
     return plan.out_channels if plan.task == "multilabel" else plan.out_channels - 1
 
 
-def build_dodnet(plan: Plan, *, head_channels: int = 8, head_layers: int = 3, out_per_task: int = 1) -> DoDNet:
-    """The DoDNet of a plan: the U-Net encoder and decoder ``build_network`` would build, one task per
-    ``out_per_task`` structures, a zero background logit for label maps.
+def task_count(plan: Plan, out_per_task: int) -> int:
+    """The tasks of ``out_per_task`` structures each in a plan.
 
     Raises:
         MedsslError: the plan has no foreground structure, or their number is not a multiple of ``out_per_task``.
     """
-    structures = _structures(plan)
+    structures = structure_count(plan)
     if structures < 1:
-        raise MedsslError("DoDNet needs at least one foreground structure in the plan")
+        raise MedsslError("a partially labelled system needs at least one foreground structure in the plan")
     if out_per_task < 1 or structures % out_per_task:
         raise MedsslError(f"out_per_task must divide the {structures} structures, got {out_per_task}")
-    encoder = UNetEncoder(plan.spatial_dims, plan.in_channels, tuple(plan.channels))
+    return structures // out_per_task
+
+
+def build_dodnet(plan: Plan, *, head_channels: int = 8, head_layers: int = 3, out_per_task: int = 1) -> DoDNet:
+    """The DoDNet of a plan: the U-Net encoder and decoder ``build_network`` would build, one task per
+    ``out_per_task`` structures (``task_count``), a zero background logit for label maps."""
     return DoDNet(
-        encoder,
-        structures // out_per_task,
+        UNetEncoder(plan.spatial_dims, plan.in_channels, tuple(plan.channels)),
+        task_count(plan, out_per_task),
         head_channels=head_channels,
         head_layers=head_layers,
         out_per_task=out_per_task,

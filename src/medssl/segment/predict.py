@@ -82,7 +82,9 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     )
     if ckpt is None:
         raise MedsslError(f"{run} has no checkpoint (checkpoints/best.ckpt or last.ckpt)")
-    state = load_checkpoint_file(ckpt).get("state_dict", {})
+    checkpoint = load_checkpoint_file(ckpt)
+    _check_saved_plan(checkpoint.get("plan"), plan, ckpt, plan_file)
+    state = checkpoint.get("state_dict", {})
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     system = _run_system(run, plan)
     try:
@@ -92,6 +94,19 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     network = system.export()["network"]
     network.eval()
     return TrainedModel(network, plan, ckpt)
+
+
+def _check_saved_plan(saved: Any, plan: Plan, ckpt: Path, plan_file: Path) -> None:
+    """Refuse a checkpoint trained under another plan than the run folder's (a copied or edited plan.json would
+    otherwise predict at the wrong spacing or with the classes renamed); checkpoints without a plan pass."""
+    if not isinstance(saved, dict):
+        return
+    current = json.loads(json.dumps(dataclasses.asdict(plan)))
+    saved = json.loads(json.dumps(saved))
+    differ = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, plan.json {current.get(k)!r}" for k in differ[:3])
+        raise MedsslError(f"checkpoint {ckpt} was trained under another plan than {plan_file} ({shown})")
 
 
 def _run_system(run: Path, plan: Plan) -> System:

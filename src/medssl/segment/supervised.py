@@ -3,6 +3,7 @@ Dice on whole images predicted with a sliding window."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from typing import Any
 
@@ -119,7 +120,8 @@ class SupervisedSegmentation(System):
 
     def checkpoint_state(self) -> dict[str, Any]:
         # the augmentation stream, so that a resumed run draws the augmentations of an uninterrupted one
-        return {"augmentation_generator": self.generator.get_state()}
+        # and the plan, so that a checkpoint that leaves its run folder keeps its spacing, patch and classes
+        return {"augmentation_generator": self.generator.get_state(), "plan": dataclasses.asdict(self.plan)}
 
     def load_checkpoint_state(self, checkpoint: dict[str, Any]) -> None:
         if "augmentation_generator" in checkpoint:  # absent from checkpoints of older versions
