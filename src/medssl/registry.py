@@ -51,6 +51,7 @@ _KINDS: dict[str, _Kind] = {
             "medssl.segment.adversarial",
             "medssl.segment.dodnet",
             "medssl.segment.partial_baselines",
+            "medssl.segment.mrnet",
         ),
     ),
     "label-free": _Kind(

@@ -22,6 +22,7 @@ from medssl.data.sampling import CaseDataset, PatchDataset, WithUnlabelledPatche
 from medssl.data.split import load_split, make_split
 from medssl.engine.evaluation import evaluate_test_cases
 from medssl.engine.partial_labels import annotated_rows, check_held_out, check_partial_labels, fully_annotated
+from medssl.engine.raters import rater_targets, record_raters
 from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
 from medssl.engine.run_folder import is_main_process
 from medssl.engine.unlabelled import read_unlabelled_folder, unlabelled_cases
@@ -145,7 +146,7 @@ class FinetuneRecipe(RunRecipe):
         self.train_cases: list[LoadedCase] | None = None
         self.folder_images: list[LoadedCase] = []  # the images of cfg.unlabelled
         self.folder_skipped: dict[str, list[str]] = {}
-        self.uses_unlabelled = False  # whether the system built trains on unlabelled images
+        self.uses_unlabelled = self.uses_raters = False  # what the system built trains on (build_system)
 
     @property
     def inputs(self) -> tuple[str | Path | None, ...]:
@@ -217,6 +218,7 @@ class FinetuneRecipe(RunRecipe):
             batch_size=cfg.batch_size,
             target_spacing=cfg.target_spacing,
         )
+        record_raters(plan, self.index)
         return plan, fp
 
     def records(self, plan: Plan) -> dict[str, Any]:
@@ -239,9 +241,12 @@ class FinetuneRecipe(RunRecipe):
         partial = self.index.partially_annotated
         train_x, train_y = _prepare(self._train_cases(), plan)
         train_fields = {"annotated": annotated_rows(self._train_cases(), plan)} if partial else None
+        if self.uses_raters:  # every rater's mask is the target
+            train_y = rater_targets([self.by_id[i] for i in self.split["train_labelled"]], self.index, plan)
         self.train_cases = None  # preprocessed: the raw arrays can go
         val = self._cases(self.split["val"][: self.cfg.max_val_cases])
         val_x, val_y = _prepare(val, plan)
+        val_y = rater_targets([self.by_id[c.case_id] for c in val], self.index, plan) if self.uses_raters else val_y
         val_fields = {"annotated": annotated_rows(val, plan)} if partial else None
         cfg = self.cfg
         # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
@@ -277,6 +282,7 @@ class FinetuneRecipe(RunRecipe):
         options = getattr(self.cfg, "system_options", {})
         system = registry.get("segmentation", name).for_run(plan, self.cfg, seed=self.seed, **options)
         self.uses_unlabelled = bool(system.uses_unlabelled)
+        self.uses_raters = bool(system.uses_raters)
         if self.uses_unlabelled and not self.split["train_unlabelled"] and not self.folder_images:
             raise MedsslError(
                 f"segmentation system {name!r} trains on unlabelled images, but this run has none: use "

@@ -74,10 +74,13 @@ class System(nn.Module, abc.ABC):
         uses_annotated: True when the system reads ``batch["annotated"]`` (which structures each case annotates)
             and leaves the unannotated ones out of its loss: only such a system may fine-tune on partially labelled
             data (any other would learn an unannotated structure as background).
+        uses_raters: True when the system learns from every rater's mask: fine-tuning on a dataset with several
+            raters then passes ``batch["target"]`` as ``(B, R, *S)``, one label map per rater.
     """
 
     uses_unlabelled: bool = False
     uses_annotated: bool = False
+    uses_raters: bool = False
 
     @abc.abstractmethod
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:

@@ -1,0 +1,166 @@
+"""The "mrnet" segmentation system: soft targets, the three conditions and their weights, each rater's
+reconstruction against that rater, the perception module on each condition's own prediction, and a tiny run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+from medssl import api
+from medssl.config import FinetuneConfig
+from medssl.data.plan import Plan
+from medssl.errors import MedsslError
+from medssl.networks.mrnet import MRNet
+from medssl.segment.mrnet import MRNetSegmentation, draw_conditions, rater_bce, soft_target
+from medssl.segment.predict import load_trained_model
+from tests.conftest import TINY
+
+
+def _plan() -> Plan:
+    return Plan(
+        spatial_dims=2,
+        data_dims=2,
+        in_channels=1,
+        task="labelmap",
+        class_values=[0, 255],
+        class_names=["background", "vessel"],
+        target_spacing=None,
+        normalization="zscore",
+        intensity=[],
+        patch_size=[16, 16],
+        channels=[4, 8],
+        batch_size=2,
+        extra={"raters": ["rater_1", "rater_2"]},
+    )
+
+
+def _system(refine: bool = True) -> MRNetSegmentation:
+    torch.manual_seed(0)
+    cfg = FinetuneConfig(affine_probability=0.0)  # no augmentation: the tests recompute the losses
+    return MRNetSegmentation.for_run(_plan(), cfg, refine=refine, width=4, blur_size=5)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, generator=g)
+    raters = torch.stack([x[:, 0] > 0.4, x[:, 0] > 0.6], 1).float()  # rater 2 draws less
+    return {"image": x, "target": raters}
+
+
+def test_the_soft_target_is_the_expertise_weighted_average() -> None:
+    masks = torch.tensor([[[[[1.0, 0.0], [1.0, 1.0]]], [[[0.0, 0.0], [1.0, 0.0]]]]])  # (1, R=2, K=1, 2, 2)
+    out = soft_target(masks, torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(out, torch.tensor([[[[0.25, 0.0], [1.0, 0.25]]]]))
+
+
+def test_the_three_conditions() -> None:
+    onehot, weights, uniform = draw_conditions(64, 3, torch.Generator().manual_seed(0))
+    for c in (onehot, weights, uniform):
+        torch.testing.assert_close(c.sum(1), torch.ones(64))
+    assert ((onehot == 0) | (onehot == 1)).all() and (onehot.sum(1) == 1).all()
+    assert len(set(onehot.argmax(1).tolist())) == 3  # every rater gets drawn
+    integers = weights / weights.min(1, keepdim=True).values  # ratios of integers in 1..10
+    assert (integers <= 10 + 1e-5).all() and len(set(weights.flatten().tolist())) > 10
+    torch.testing.assert_close(uniform, torch.full((64, 3), 1 / 3))
+
+
+def test_each_reconstruction_head_is_trained_against_its_own_rater() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 1, 4, 4, requires_grad=True)
+    masks = (torch.rand(2, 3, 1, 4, 4) > 0.5).float()
+    want = torch.stack([bce(logits[:, r], masks[:, r]) for r in range(3)]).mean()
+    torch.testing.assert_close(rater_bce(logits, masks), want)
+    rater_bce(logits, masks).backward()
+    grad = logits.grad.clone()  # type: ignore[union-attr]
+    logits.grad = None
+    changed = masks.clone()
+    changed[:, 1] = 1 - changed[:, 1]
+    rater_bce(logits, changed).backward()
+    assert torch.equal(grad[:, [0, 2]], logits.grad[:, [0, 2]])  # type: ignore[index]
+    assert not torch.equal(grad[:, 1], logits.grad[:, 1])  # type: ignore[index]
+
+
+def _replay(system: MRNetSegmentation, batch: dict[str, torch.Tensor], state: torch.Tensor) -> dict[str, float]:
+    """The step's losses recomputed by hand with the same conditions."""
+    net = system.mrnet
+    masks = system.rater_masks(batch["target"])
+    conditions = draw_conditions(2, 2, torch.Generator().set_state(state))
+    inference, perception, recon = [], [], []
+    for c in conditions:
+        logits, features = net.inference(batch["image"], c)
+        truth = soft_target(masks, c)
+        inference.append(bce(logits, truth))
+        if net.perception is not None:
+            rebuilt, _ = net.reconstruct(batch["image"], torch.sigmoid(logits), c)
+            recon.append(rater_bce(rebuilt, masks).item())  # rater r's head against rater r's mask
+            perception.append(bce(net.perception(rebuilt, features, logits), truth))
+    out = {"inference": 0.7 * (inference[0] + 2 * inference[1] + 3 * inference[2]).item() / 6}
+    if perception:
+        out["perception"] = (perception[0] + 2 * perception[1] + 3 * perception[2]).item() / 6
+        out["reconstruction"] = sum(recon) / 3
+    return out
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_the_losses_weight_the_conditions_one_two_three(refine: bool) -> None:
+    system, batch = _system(refine), _batch()
+    state = system.conditions.get_state()
+    losses = system.training_step(batch, 0)
+    want = _replay(system, batch, state)
+    if not refine:
+        assert set(losses) == {"loss"} and list(system.optimizer_groups()) == ["inference"]
+        assert losses["loss"].item() == pytest.approx(want["inference"], rel=1e-5)
+        return
+    assert list(system.optimizer_groups()) == ["inference", "reconstruction", "perception"]
+    # each condition's own coarse prediction feeds its perception branch
+    assert losses["perception"].item() == pytest.approx(want["perception"], rel=1e-5)
+    assert losses["reconstruction"].item() == pytest.approx(want["reconstruction"], rel=1e-5)
+    consistency = (losses["inference"].item() - want["inference"]) / 0.3
+    assert consistency > 0
+
+
+def test_validation_scores_against_the_raters_mean() -> None:
+    system = _system()
+    batch = _batch()
+    case = {"image": batch["image"][:1], "target": batch["target"][:1]}
+    dice = system.validation_step(case)["dice"]
+    assert 0 <= dice.item() <= 1
+
+
+@pytest.fixture
+def raters(tmp_path: Path) -> Path:
+    """``images/`` + ``rater_1/`` + ``rater_2/`` PNGs: a disc, the second rater's a little larger."""
+    root = tmp_path / "raters"
+    rng = np.random.default_rng(0)
+    grid = np.mgrid[:32, :32]
+    for k in range(8):
+        cy, cx = rng.uniform(12, 20, size=2)
+        r2 = (grid[0] - cy) ** 2 + (grid[1] - cx) ** 2
+        img = np.clip(60 + 120 * (r2 <= 64) + rng.normal(0, 10, (32, 32)), 0, 255).astype(np.uint8)
+        for sub, arr in (("images", img), ("rater_1", (r2 <= 64) * 255), ("rater_2", (r2 <= 81) * 255)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr.astype(np.uint8)).save(root / sub / f"case{k:02d}.png")
+    return root
+
+
+def test_finetune_trains_mrnet_on_every_rater(raters: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    api.finetune(raters, run, max_steps=2, quiet=True, system="mrnet", blur_size=5, width=4, **TINY)
+    model = load_trained_model(run)
+    assert isinstance(model.network, MRNet) and model.plan.extra["raters"] == ["rater_1", "rater_2"]
+    assert model.network.expertise.tolist() == [0.5, 0.5]
+    (raters / "rater_2" / "case03.png").unlink()  # a case one rater did not draw
+    with pytest.raises(MedsslError, match=r"needs the masks of all raters.*case03 \(has rater_1\)"):
+        api.finetune(raters, tmp_path / "run2", max_steps=2, quiet=True, system="mrnet", **TINY)
+
+
+def test_mrnet_needs_several_raters() -> None:
+    plan = _plan()
+    plan.extra = {}
+    with pytest.raises(MedsslError, match="several raters"):
+        MRNetSegmentation.for_run(plan, FinetuneConfig())
