@@ -27,6 +27,7 @@ COMMANDS = [
     ["segment"],
     ["demo"],
     ["data", "check"],
+    ["data", "merge"],
     ["experiment", "label-efficiency"],
 ]
 

@@ -6,6 +6,7 @@ Each function validates its input and raises ``MedsslError`` with one clear mess
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig,
 from medssl.data.check import CheckReport, check_dataset_report
 from medssl.data.layouts import discover_input_cases
 from medssl.data.loading import bad_inputs_error, print_skipped_inputs
+from medssl.data.merge import merged_for_run
+from medssl.data.preprocess import probabilities_to_labels
 from medssl.engine.experiment import ExperimentResult
 from medssl.engine.finetune import FinetuneResult, run_finetune
 from medssl.engine.pretraining import PretrainResult, run_pretrain
@@ -24,7 +27,15 @@ from medssl.engine.trainer_setup import check_trainer_options
 from medssl.errors import MedsslError
 from medssl.evaluation import evaluate_folders, write_evaluation
 from medssl.networks.weights import load_checkpoint_file
-from medssl.segment.predict import check_inputs, load_trained_model, predict_image, read_input, write_prediction
+from medssl.segment.predict import (
+    check_inputs,
+    expertise_vector,
+    load_trained_model,
+    predict_probabilities,
+    read_input,
+    write_prediction,
+    write_probabilities,
+)
 from medssl.systems.options import check_system_options, split_config_fields
 
 if TYPE_CHECKING:
@@ -39,7 +50,7 @@ def check_data(path: str | Path) -> CheckReport:
 
 
 def finetune(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     dims: int | None = None,
@@ -65,21 +76,25 @@ def finetune(
     presets``) < ``max_steps`` and ``overrides``: ``FinetuneConfig`` fields, or options of the system ``cfg.system``
     (``medssl list segmentation --options``), which go on top of the config's ``system_options``; every one is
     checked before any data is read. Cases ``medssl data check`` would report are refused, or left out with
-    ``skip_bad_cases``."""
+    ``skip_bad_cases``. Several ``data`` folders are first merged by structure name into ``<out>-data-merged``
+    (``medssl.data.merge.merged_for_run``: reused while its folders are unchanged) and fine-tuned on together."""
+    folders = [data] if isinstance(data, str | Path) else list(data)
     _check_dims(dims)
     check_trainer_options(accelerator, devices, precision, num_nodes)
     if init is not None:
         if not Path(init).is_file():
             raise MedsslError(f"--init file not found: {init}")
         load_checkpoint_file(init)  # a file that is no checkpoint fails now, before the run folder is written
-    check_output_location(out, (data, init, split_file))
+    check_output_location(out, (*folders, init, split_file))
     fields, given = split_config_fields(FinetuneConfig, overrides)
     cfg = resolve(FinetuneConfig, config, max_steps=max_steps, **fields)
     where = _where(config, "system_options", fields)
     cfg.system_options = _system_options("segmentation", cfg.system, cfg.system_options, where, given, FinetuneConfig)
+    # several folders: merged beside the run folder, which may not contain its inputs
+    dataset = folders[0] if len(folders) == 1 else merged_for_run(folders, out, overwrite=overwrite, quiet=quiet)
     with removed_on_failure(out, resume=resume):
         return run_finetune(
-            data,
+            dataset,
             out,
             cfg,
             dims=dims,
@@ -250,13 +265,20 @@ def predict(
     overlap: float = 0.25,
     quiet: bool = False,
     skip_bad_inputs: bool = False,
+    raters: str | None = None,
+    probabilities: bool = False,
 ) -> list[Path]:
     """Predict every image under ``input`` with the run folder ``model``; outputs named by input stem, written
     with the input's geometry. Returns the files written.
 
     Every input is read and checked first (readable, finite, the model's dimensionality and channels): one the
-    model cannot take is refused before anything is written, or left out and listed with ``skip_bad_inputs``."""
+    model cannot take is refused before anything is written, or left out and listed with ``skip_bad_inputs``.
+    ``raters``: for a model trained on several raters (system mrnet), whose opinion to predict: ``uniform``, a
+    rater's name, or one weight per rater (``1,0``); see ``medssl.segment.predict.expertise_vector``.
+    ``probabilities``: also write each class's probability map under ``out/probabilities/<class>/``."""
     trained = load_trained_model(model)
+    if raters is not None:
+        trained.network.set_expertise(expertise_vector(trained, raters))  # type: ignore[operator]
     check_output_location(out, (model, input))  # before the inputs are read
     inputs = discover_input_cases(Path(input))  # a case folder's channel files are one input
     bad = check_inputs(trained, inputs, progress_bar(quiet))
@@ -269,8 +291,11 @@ def predict(
         items = inputs if quiet else track(inputs, description="predicting", console=console)
         for case in items:
             image, meta = read_input(case)
-            labels = predict_image(trained, image, meta, overlap=overlap)
+            probs = predict_probabilities(trained, image, meta, overlap=overlap)
+            labels = probabilities_to_labels(probs, trained.plan, meta)
             written += write_prediction(labels, meta, trained.plan, out_dir, case.case_id)
+            if probabilities:
+                written += write_probabilities(probs, meta, trained.plan, out_dir, case.case_id)
     print_skipped_inputs(bad)
     return written
 

@@ -1,4 +1,4 @@
-"""The commands: data check, finetune, pretrain, predict, evaluate, segment, list, demo."""
+"""The commands: data check, data merge, finetune, pretrain, predict, evaluate, segment, list, demo."""
 
 from __future__ import annotations
 
@@ -49,10 +49,64 @@ def data_check(path: Annotated[Path, typer.Argument(help="Dataset folder.")]) ->
     out_console.print("[green]✓[/green] no problems found")
 
 
+@data_app.command("merge", cls=Command)
+def data_merge(
+    folders: Annotated[
+        list[Path], typer.Argument(metavar="folder", help="Labelled dataset folders (any labelled layouts).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Merged dataset folder to create.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier `data merge` output.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Merge partially labelled dataset folders into one paired-multilabel dataset (structures matched by name,
+    annotations.json saying which structures each case annotates), for `medssl finetune --set system=dodnet`."""
+    from rich.table import Table
+
+    from medssl.data.merge import merge_datasets, merge_record
+
+    index = merge_datasets(folders, out, overwrite=overwrite, quiet=quiet)
+    partial = sum(c.annotated is not None for c in index.cases)
+    out_console.print(
+        f"{out}: {index.layout} layout, {len(index.cases)} case(s), {partial} annotating only some structures",
+        highlight=False,
+    )
+    sources = (merge_record(out) or {}).get("sources", [])
+    table = Table(title="cases per structure and source folder")
+    table.add_column("structure")
+    for folder in folders:
+        table.add_column(folder.name or str(folder), justify="right")
+    for name in index.structures or []:
+        table.add_row(name, *[str(s["cases"]) if name in s["structures"] else "-" for s in sources])
+    out_console.print(table)
+    for folder, s in zip(folders, sources, strict=True):
+        renamed = ", ".join(f"{a!r} -> {b!r}" for a, b in s["renamed"].items())
+        if renamed:
+            out_console.print(f"  {folder}: structures renamed {renamed}", highlight=False, soft_wrap=True)
+        if s["prefixed"]:
+            out_console.print(
+                f"  {folder}: {s['prefixed']} case id(s) shared with another folder, prefixed with "
+                f"'{Path(s['folder']).name}_'",
+                highlight=False,
+                soft_wrap=True,
+            )
+    out_console.print(f"check it with `medssl data check {out}`", highlight=False)
+
+
+DataFolders = Annotated[
+    list[Path],
+    typer.Option(
+        "--data",
+        metavar="<path>",
+        help="Labelled dataset folder (any labelled layout). Repeatable: several folders are merged by structure name "
+        "into <out>-data-merged (`medssl data merge`) and fine-tuned on together.",
+    ),
+]
+
+
 @app.command(cls=Command)
 @resumable
 def finetune(
-    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder (any labelled layout).")],
+    data: DataFolders,
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
     dims: Annotated[int | None, typer.Option("--dims", help="2 or 3; default: the data's.")] = None,
     label_fraction: Annotated[float, typer.Option("--label-fraction", help="Share of training labels used.")] = 1.0,
@@ -102,7 +156,8 @@ def finetune(
         "skip_bad_cases": skip_bad_cases,
         "max_minutes": max_minutes,
     }
-    result = api.finetune(data, out, **merge_sets(flags, parse_sets(sets)))
+    folders = data[0] if len(data) == 1 else data  # one folder: exactly as before
+    result = api.finetune(folders, out, **merge_sets(flags, parse_sets(sets)))
     if result.test_summary:
         print_summary(result.test_summary, f"test cases of {out}")
     out_console.print(f"run folder: {result.run_dir}")
@@ -168,6 +223,17 @@ def predict(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     skip_bad_inputs: SkipBadInputs = False,
+    raters: Annotated[
+        str | None,
+        typer.Option(
+            "--raters",
+            help="Models trained on several raters (system mrnet): whose opinion to predict: 'uniform', a rater's "
+            "name, or one weight per rater ('1,0').",
+        ),
+    ] = None,
+    probabilities: Annotated[
+        bool, typer.Option("--probabilities", help="Also write each class's probability map (out/probabilities/).")
+    ] = False,
 ) -> None:
     """Sliding-window prediction; outputs named by input stem, with the input's geometry."""
     from medssl import api
@@ -175,7 +241,15 @@ def predict(
     if not 0 <= overlap < 1:
         raise MedsslError(f"--overlap must be in [0, 1), not {overlap}")
     written = api.predict(
-        model, input, out, overwrite=overwrite, overlap=overlap, quiet=quiet, skip_bad_inputs=skip_bad_inputs
+        model,
+        input,
+        out,
+        overwrite=overwrite,
+        overlap=overlap,
+        quiet=quiet,
+        skip_bad_inputs=skip_bad_inputs,
+        raters=raters,
+        probabilities=probabilities,
     )
     out_console.print(f"wrote {len(written)} file(s) to {out}")
 

@@ -92,7 +92,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(cls=Group, help="Inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(cls=Group, help="Inspect and merge datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 experiment_app = typer.Typer(
     cls=Group, help="Experiments that compare methods on the same splits.", no_args_is_help=True
