@@ -242,7 +242,7 @@ def test_a_new_constructor_parameter_is_an_option_everywhere_with_no_other_edit(
 
 
 def test_finetune_checks_its_system_and_the_systems_options(tmp_path: Path, calls: dict[str, Any]) -> None:
-    known = "adversarial, dodnet, masked-sigmoid, mrnet, multihead, separate, supervised"
+    known = "adversarial, dodnet, masked-sigmoid, mrnet, multihead, rater-mean, separate, supervised"
     with pytest.raises(MedsslError, match=f"unknown segmentation system 'nope'; known segmentation systems: {known}"):
         api.finetune(tmp_path / "data", tmp_path / "run", system="nope")
     with pytest.raises(MedsslError, match=r"unknown option\(s\) brush of segmentation system 'supervised'"):

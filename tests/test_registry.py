@@ -27,7 +27,16 @@ from medssl.pretrain import registry as pretrain_registry
 
 EXPECTED = {
     "pretraining": ["autoencoder", "byol", "mim", "pcrl", "pgl", "simclr", "vae"],
-    "segmentation": ["adversarial", "dodnet", "masked-sigmoid", "mrnet", "multihead", "separate", "supervised"],
+    "segmentation": [
+        "adversarial",
+        "dodnet",
+        "masked-sigmoid",
+        "mrnet",
+        "multihead",
+        "rater-mean",
+        "separate",
+        "supervised",
+    ],
     "label-free": ["kmeans", "s3"],
     "evaluation": ["best-cluster", "border", "darkest", "label-map", "paper-code"],
     "super-resolution": [],

@@ -52,6 +52,7 @@ _KINDS: dict[str, _Kind] = {
             "medssl.segment.dodnet",
             "medssl.segment.partial_baselines",
             "medssl.segment.mrnet",
+            "medssl.segment.rater_mean",
         ),
     ),
     "label-free": _Kind(

@@ -154,6 +154,18 @@ def test_finetune_trains_mrnet_on_every_rater(raters: Path, tmp_path: Path) -> N
     model = load_trained_model(run)
     assert isinstance(model.network, MRNet) and model.plan.extra["raters"] == ["rater_1", "rater_2"]
     assert model.network.expertise.tolist() == [0.5, 0.5]
+    # prediction for a chosen rater, with probability maps beside the masks
+    maps = {}
+    for who in ("rater_1", "0,1"):
+        out = tmp_path / f"pred-{who}"
+        written = api.predict(run, raters / "images", out, quiet=True, raters=who, probabilities=True)
+        assert len(written) == 16 and (out / "probabilities" / "foreground" / "case00.png").is_file()
+        maps[who] = np.stack(
+            [np.asarray(Image.open(out / "probabilities" / "foreground" / f"case{k:02d}.png")) for k in range(8)]
+        )
+    assert maps["rater_1"].dtype == np.uint8 and not np.array_equal(maps["rater_1"], maps["0,1"])
+    with pytest.raises(MedsslError, match="--raters takes 'uniform', a rater's name \\(rater_1, rater_2\\) or 2"):
+        api.predict(run, raters / "images", tmp_path / "bad", quiet=True, raters="1,2,3")
     (raters / "rater_2" / "case03.png").unlink()  # a case one rater did not draw
     with pytest.raises(MedsslError, match=r"needs the masks of all raters.*case03 \(has rater_1\)"):
         api.finetune(raters, tmp_path / "run2", max_steps=2, quiet=True, system="mrnet", **TINY)

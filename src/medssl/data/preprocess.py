@@ -119,16 +119,22 @@ def _class_indices(labels: np.ndarray, case_id: str, plan: Plan) -> np.ndarray:
     return encoded
 
 
+def probabilities_on_input_grid(probs: torch.Tensor, meta: ImageMeta) -> torch.Tensor:
+    """Network probabilities ``(K, *spatial)`` on the plan's grid, interpolated (linearly) to the input's grid."""
+    shape = tuple(meta.shape)
+    if tuple(probs.shape[1:]) != shape:
+        mode = "bilinear" if len(shape) == 2 else "trilinear"
+        probs = F.interpolate(probs[None].float(), size=shape, mode=mode, align_corners=False)[0]
+    return probs
+
+
 def probabilities_to_labels(probs: torch.Tensor, plan: Plan, meta: ImageMeta) -> np.ndarray:
     """Network probabilities ``(K, *spatial)`` on the plan's grid to raw labels on the input's grid.
 
     Returns:
         ``(*spatial)`` label map with the raw label values (labelmap) or ``(S, *spatial)`` uint8 masks.
     """
-    shape = tuple(meta.shape)
-    if tuple(probs.shape[1:]) != shape:
-        mode = "bilinear" if len(shape) == 2 else "trilinear"
-        probs = F.interpolate(probs[None].float(), size=shape, mode=mode, align_corners=False)[0]
+    probs = probabilities_on_input_grid(probs, meta)
     if plan.task == "multilabel":
         return (probs > 0.5).to(torch.uint8).numpy()
     index = probs.argmax(0).numpy()

@@ -38,7 +38,7 @@ from medssl.segment.inference import predict_logits
 from medssl.segment.supervised import SupervisedSegmentation
 from medssl.systems import IMAGE, TARGET, Batch
 
-__all__ = ["CONDITION_WEIGHTS", "MRNetSegmentation", "draw_conditions", "rater_bce", "soft_target"]
+__all__ = ["CONDITION_WEIGHTS", "MRNetSegmentation", "draw_conditions", "rater_bce", "raters_mean_dice", "soft_target"]
 
 #: Loss weights of the one-hot, random and uniform conditions (the public code's 1 : 2 : 3).
 CONDITION_WEIGHTS = (1.0, 2.0, 3.0)
@@ -205,11 +205,17 @@ class MRNetSegmentation(SupervisedSegmentation):
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
         """``{"dice": mean foreground Dice}`` against the raters' mean (>= 0.5) of one whole case."""
         logits = predict_logits(self.network, batch[IMAGE][0], self.plan, overlap=self.sw_overlap)
-        masks = self.rater_masks(batch[TARGET])[0]  # (R, K, *S)
-        truth = masks.mean(0) >= 0.5
-        pred = torch.softmax(logits, 0)[1:] >= 0.5
-        dice = dice_scores(pred, truth, spatial_dims=truth.ndim - 1, empty=float("nan"))
-        return {"dice": dice.nanmean()}
+        return {"dice": raters_mean_dice(logits, batch[TARGET][0]).nanmean()}
+
+
+def raters_mean_dice(logits: Tensor, raters: Tensor) -> Tensor:
+    """Dice per foreground class of one image's label-map logits ``(K + 1, *S)`` (softmax >= 0.5) against the
+    raters' mean (>= 0.5) of their label maps ``(R, *S)``; NaN where both are empty."""
+    k = logits.shape[0]
+    masks = nn.functional.one_hot(raters.long(), k).movedim(-1, 1)[:, 1:].float()  # (R, K, *S)
+    truth = masks.mean(0) >= 0.5
+    pred = torch.softmax(logits, 0)[1:] >= 0.5
+    return dice_scores(pred, truth, spatial_dims=truth.ndim - 1, empty=float("nan"))
 
 
 def plan_raters(plan: Plan) -> list[str]:

@@ -22,7 +22,7 @@ from medssl.data.io import image_suffix, read_image, stem, write_image
 from medssl.data.layouts import Case
 from medssl.data.loading import load_image_channels
 from medssl.data.plan import Plan
-from medssl.data.preprocess import preprocess_image, probabilities_to_labels
+from medssl.data.preprocess import preprocess_image, probabilities_on_input_grid, probabilities_to_labels
 from medssl.errors import MedsslError
 from medssl.networks.unet import build_unet
 from medssl.networks.weights import load_checkpoint_file
@@ -220,12 +220,21 @@ def predict_image(
     """Labels for one raw image ``(C, *spatial)`` on its own grid: a label map ``(*spatial)`` with the
     training label values, or ``(S, *spatial)`` masks for multi-label models; an image the model cannot take
     (``input_problem``) raises ``MedsslError``."""
+    probs = predict_probabilities(model, image, meta, overlap=overlap, sw_batch_size=sw_batch_size)
+    return probabilities_to_labels(probs, model.plan, meta)
+
+
+def predict_probabilities(
+    model: TrainedModel, image: np.ndarray, meta: ImageMeta, *, overlap: float = 0.25, sw_batch_size: int = 4
+) -> torch.Tensor:
+    """Probabilities ``(K, *S)`` on the plan's grid for one raw image (softmax of a label map's classes, or a
+    sigmoid per structure); an image the model cannot take (``input_problem``) raises ``MedsslError``."""
     problem = input_problem(model, image, meta, meta.source or "the image")
     if problem:
         raise MedsslError(problem)
     x = torch.from_numpy(preprocess_image(image, meta, model.plan))
     logits = predict_logits(model.network, x, model.plan, overlap=overlap, sw_batch_size=sw_batch_size)
-    return probabilities_to_labels(activate(logits, model.plan), model.plan, meta)
+    return activate(logits, model.plan)
 
 
 def output_suffix(source: str | Path) -> str:
@@ -254,6 +263,49 @@ def write_prediction(labels: np.ndarray, meta: ImageMeta, plan: Plan, out_dir: P
         write_image(path, (labels[s] * scale).astype(np.uint8), meta)
         written.append(path)
     return written
+
+
+def write_probabilities(probs: torch.Tensor, meta: ImageMeta, plan: Plan, out_dir: Path, name: str) -> list[Path]:
+    """Write each foreground class's (or structure's) probability map, on the input's grid and geometry, to
+    ``out_dir/probabilities/<class>/<name><suffix>``: float32 where the format holds it, 0-255 in pictures."""
+    suffix = output_suffix(meta.source)
+    maps = probabilities_on_input_grid(probs, meta).numpy()
+    names = plan.class_names[1:] if plan.task == "labelmap" else plan.class_names
+    maps = maps[1:] if plan.task == "labelmap" else maps
+    written = []
+    for structure, p in zip(names, maps, strict=True):
+        path = out_dir / "probabilities" / structure / f"{name}{suffix}"
+        pixels = np.rint(p * 255).astype(np.uint8) if suffix in _PICTURES else p.astype(np.float32)
+        write_image(path, pixels, meta)
+        written.append(path)
+    return written
+
+
+def expertise_vector(model: TrainedModel, raters: str) -> list[float]:
+    """The rater-expertise weights ``--raters`` names for a model trained on several raters: ``uniform``, a
+    rater's name (that rater alone), or one non-negative weight per rater (``1,0``; scaled to sum to 1).
+
+    Raises:
+        MedsslError: the model was not trained with rater conditioning, or the weights are not valid.
+    """
+    names = list(model.plan.extra.get("raters") or [])
+    if not hasattr(model.network, "set_expertise") or not names:
+        raise MedsslError("--raters needs a model trained on several raters with rater conditioning (system mrnet)")
+    spec = raters.strip()
+    if spec == "uniform":
+        return [1.0 / len(names)] * len(names)
+    if spec in names:
+        return [float(n == spec) for n in names]
+    try:
+        weights = [float(v) for v in spec.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
+        raise MedsslError(
+            f"--raters takes 'uniform', a rater's name ({', '.join(names)}) or {len(names)} non-negative weights "
+            f"such as {','.join(['1'] + ['0'] * (len(names) - 1))}; got {raters!r}"
+        )
+    return [w / sum(weights) for w in weights]
 
 
 def prediction_name(source: str | Path) -> str:
