@@ -32,8 +32,8 @@ def test_the_target_is_the_raters_mean() -> None:
 
 
 def test_raters_mean_dice_thresholds_the_mean() -> None:
-    raters = torch.tensor([[[1, 1, 0, 0]], [[1, 0, 0, 0]]])  # (R=2, 1, 4): mean 1, .5, 0, 0
+    raters = torch.tensor([[[1, 1, 0, 0]], [[1, 0, 0, 0]]])  # (R=2, 1, 4): mean 1, .5, 0, 0; > 0.5: the first
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0]], [[5.0, 5.0, -5.0, -5.0]]])  # predicts the first two
-    assert raters_mean_dice(logits, raters).item() == pytest.approx(1.0)
-    logits[1, 0, 1] = -5.0
     assert raters_mean_dice(logits, raters).item() == pytest.approx(2 / 3)
+    logits[1, 0, 1] = -5.0
+    assert raters_mean_dice(logits, raters).item() == pytest.approx(1.0)

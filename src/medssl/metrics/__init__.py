@@ -21,8 +21,16 @@ Modules: ``overlap`` (dice, dice_scores, xor_error), ``surface`` (surface extrac
 CSV/JSON reports is ``medssl.evaluation``'s.
 """
 
+from medssl.metrics.calibration import Bins, calibration_bins, expected_calibration_error, merge_bins
 from medssl.metrics.label_maps import METRICS, MetricValues, binary_metrics, evaluate_arrays, summarize
 from medssl.metrics.overlap import dice, dice_scores, xor_error
+from medssl.metrics.raters import (
+    generalized_energy_distance,
+    rater_agreement,
+    rater_dice,
+    soft_dice,
+    soft_truth,
+)
 from medssl.metrics.surface import (
     hausdorff,
     hausdorff_from_distances,
@@ -34,15 +42,24 @@ from medssl.metrics.surface import (
 
 __all__ = [
     "METRICS",
+    "Bins",
     "MetricValues",
     "binary_metrics",
+    "calibration_bins",
     "dice",
     "dice_scores",
     "evaluate_arrays",
+    "expected_calibration_error",
+    "generalized_energy_distance",
     "hausdorff",
     "hausdorff_from_distances",
+    "merge_bins",
     "normalized_surface_dice",
     "nsd_from_distances",
+    "rater_agreement",
+    "rater_dice",
+    "soft_dice",
+    "soft_truth",
     "summarize",
     "surface_distances",
     "surface_voxels",

@@ -77,7 +77,7 @@ def _weighted(losses: list[Tensor]) -> Tensor:
 class MRNetSegmentation(SupervisedSegmentation):
     """MRNet trained on the masks of several raters (``batch["target"]``: ``(B, R, *S)``, each rater's label map);
     see the module for the losses and the fixes. ``predict``/validation use the network's stored expertise vector
-    (uniform unless set); validation Dice is against the raters' mean thresholded at 0.5.
+    (uniform unless set); validation Dice is against the raters' mean (``raters_mean_dice``).
 
     Args:
         network: an ``MRNet``.
@@ -203,18 +203,19 @@ class MRNetSegmentation(SupervisedSegmentation):
         return (predicted - wanted).pow(2).mean()
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        """``{"dice": mean foreground Dice}`` against the raters' mean (>= 0.5) of one whole case."""
+        """``{"dice": mean foreground Dice}`` against the raters' mean (``raters_mean_dice``) of one whole case."""
         logits = predict_logits(self.network, batch[IMAGE][0], self.plan, overlap=self.sw_overlap)
         return {"dice": raters_mean_dice(logits, batch[TARGET][0]).nanmean()}
 
 
 def raters_mean_dice(logits: Tensor, raters: Tensor) -> Tensor:
-    """Dice per foreground class of one image's label-map logits ``(K + 1, *S)`` (softmax >= 0.5) against the
-    raters' mean (>= 0.5) of their label maps ``(R, *S)``; NaN where both are empty."""
+    """Dice per foreground class of one image's label-map logits ``(K + 1, *S)`` (softmax > 0.5) against the
+    raters' mean (> 0.5, as the public code and ``medssl.metrics.rater_dice``: with two raters, their
+    intersection) of their label maps ``(R, *S)``; NaN where both are empty."""
     k = logits.shape[0]
     masks = nn.functional.one_hot(raters.long(), k).movedim(-1, 1)[:, 1:].float()  # (R, K, *S)
-    truth = masks.mean(0) >= 0.5
-    pred = torch.softmax(logits, 0)[1:] >= 0.5
+    truth = masks.mean(0) > 0.5
+    pred = torch.softmax(logits, 0)[1:] > 0.5
     return dice_scores(pred, truth, spatial_dims=truth.ndim - 1, empty=float("nan"))
 
 
