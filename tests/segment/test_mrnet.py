@@ -176,3 +176,19 @@ def test_mrnet_needs_several_raters() -> None:
     plan.extra = {}
     with pytest.raises(MedsslError, match="several raters"):
         MRNetSegmentation.for_run(plan, FinetuneConfig())
+
+
+def test_raters_declared_in_dataset_json_are_read_from_masks(raters: Path) -> None:
+    """``masks/<rater>/`` with the raters declared: the observers layout, in the declared order, not structures."""
+    from medssl.data.check import check_dataset
+    from medssl.data.layouts import discover
+
+    (raters / "masks").mkdir()
+    (raters / "rater_1").rename(raters / "masks" / "bob")
+    (raters / "rater_2").rename(raters / "masks" / "alice")
+    (raters / "dataset.json").write_text('{"raters": ["bob", "alice"]}')
+    index = discover(raters)
+    assert index.layout == "observers" and index.observers == ["bob", "alice"] and len(index.cases) == 8
+    assert index.cases[0].label == raters / "masks" / "bob" / "case00.png"
+    (raters / "dataset.json").write_text('{"raters": ["bob", "alice", "carol"]}')
+    assert any("declares rater 'carol'" in p for p in check_dataset(raters))

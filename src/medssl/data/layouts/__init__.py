@@ -10,16 +10,17 @@ Supported layouts, detected in this order:
   .jpg + .png; a mask may also carry a ``_mask``/``_seg``/``_label``/``_segmentation`` suffix).
 - ``"paired-multilabel"``: ``images/`` + ``masks/<structure>/`` sub-folders, one binary mask per structure
   per image (overlapping structures, e.g. JSRT lungs/heart/clavicles).
-- ``"observers"``: ``images/`` + one folder per human observer (rater) + optionally a field-of-view folder, as
-  DRIVE (``images/``, ``1st_manual/``, ``2nd_manual/``, ``mask/``) and STARE (``images/``, ``labels-ah/``,
-  ``labels-vk/``, ``fov/``). Observer folders are named ``<n>st_manual``/``<n>nd_manual``/... , ``manual<x>``,
-  ``labels-<x>``/``labels_<x>``, ``observer<x>``, ``rater<x>``, ``annotator<x>`` or ``grader<x>``. The label is the
-  FIRST observer: ordered by the number in the name (``1st`` before ``2nd``), then by name (``labels-ah`` before
-  ``labels-vk``); every observer's mask stays in ``Case.observers`` (for multi-rater use) and the folder names
-  in ``DatasetIndex.observers``. Field-of-view folders (``fov``, ``roi``, ``field_of_view``, ``mask`` singular)
-  go to ``Case.fov``: neither labels nor images. A mask matches an image by equal stem, the image stem plus a
-  mask suffix, or else by the first ``_``/``-``-separated token when that token is unique on both sides
-  (DRIVE's ``21_training.tif`` + ``21_manual1.gif`` + ``21_training_mask.gif``).
+- ``"observers"``: ``images/`` + one folder per human observer (rater) + optionally a field-of-view folder, as DRIVE
+  (``images/``, ``1st_manual/``, ``2nd_manual/``, ``mask/``) and STARE (``images/``, ``labels-ah/``, ``labels-vk/``,
+  ``fov/``). Observer folders are named ``<n>st_manual``/``<n>nd_manual``/... , ``manual<x>``,
+  ``labels-<x>``/``labels_<x>``, ``observer<x>``, ``rater<x>``, ``annotator<x>`` or ``grader<x>``; or any names as
+  ``masks/<rater>/`` when a ``dataset.json`` declares them, ``{"raters": ["alice", "bob"]}`` (in that order). The
+  label is the FIRST observer: ordered by the number in the name (``1st`` before ``2nd``), then by name (``labels-ah``
+  before ``labels-vk``); every observer's mask stays in ``Case.observers`` (for multi-rater use) and the folder names
+  in ``DatasetIndex.observers``. Field-of-view folders (``fov``, ``roi``, ``field_of_view``, ``mask`` singular) go to
+  ``Case.fov``: neither labels nor images. A mask matches an image by equal stem, the image stem plus a mask suffix,
+  or else by the first ``_``/``-``-separated token when that token is unique on both sides (DRIVE's
+  ``21_training.tif`` + ``21_manual1.gif`` + ``21_training_mask.gif``).
 - ``"case-folders"``: one folder per case (BraTS): each holds the channel images, ONE label file named like a
   label (stem ``seg``, ``label``, ``labels``, ``segmentation``, ``gt``, ``truth``, ``OTMultiClass`` or ending
   in ``_seg``, ``-label``, ...) and optionally a brain/field-of-view mask (``brainmask``, ``brain_mask``,

@@ -1,7 +1,9 @@
-"""The observers layout: ``images/`` + one mask folder per human observer (+ a field-of-view folder), DRIVE, STARE."""
+"""The observers layout: ``images/`` + one mask folder per human observer (+ a field-of-view folder), DRIVE, STARE;
+or ``images/`` + ``masks/<rater>/`` with the raters declared in ``dataset.json`` (``{"raters": [...]}``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,8 +19,22 @@ _OBSERVER_DIR = re.compile(
 _FOV_DIR = re.compile(r"^(?:(?:fov|roi|field[_-]of[_-]view)(?:[_-]?masks?)?|mask)$", re.IGNORECASE)
 
 
+def declared_raters(root: Path) -> list[str] | None:
+    """The raters a ``dataset.json`` at ``root`` declares (``{"raters": ["alice", "bob"]}``: their masks in
+    ``masks/<rater>/``, the first one's the label), or None."""
+    try:
+        raters = json.loads((root / "dataset.json").read_text()).get("raters")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(r) for r in raters] if isinstance(raters, list) and raters else None
+
+
 def _observer_dirs(root: Path) -> list[Path]:
-    """Observer folders of ``root``, the label's first: by the number in the name, then by name."""
+    """Observer folders of ``root``, the label's first: the declared raters' ``masks/<rater>/`` in their order,
+    else by the number in the name, then by name."""
+    declared = declared_raters(root)
+    if declared:
+        return [root / "masks" / r for r in declared if (root / "masks" / r).is_dir()]
     found = [(p, _OBSERVER_DIR.match(p.name)) for p in _visible(root) if p.is_dir() and not is_dicom_dir(p)]
 
     def order(item: tuple[Path, re.Match[str]]) -> tuple[int, str]:
@@ -37,6 +53,8 @@ def _discover_observers(root: Path) -> DatasetIndex:
     notes: list[str] = []
     images = _by_stem(_image_entries(root / "images"), root, problems)
     observers = _observer_dirs(root)
+    missing_raters = [r for r in declared_raters(root) or [] if not (root / "masks" / r).is_dir()]
+    problems += [f"dataset.json declares rater {r!r} but masks/{r}/ does not exist" for r in missing_raters]
     per_observer: dict[str, dict[str, Path]] = {}
     for i, folder in enumerate(observers):
         masks = _by_stem(_image_entries(folder), root, problems)

@@ -10,7 +10,7 @@ from medssl.data.io import IMAGE_SUFFIXES, is_dicom_dir, is_image_path, stem
 from medssl.data.layouts.case_folders import _discover_case_folders, _is_case_folder
 from medssl.data.layouts.index import Case, DatasetIndex
 from medssl.data.layouts.msd import _discover_msd
-from medssl.data.layouts.observers import _discover_observers, _observer_dirs
+from medssl.data.layouts.observers import _discover_observers, _observer_dirs, declared_raters
 from medssl.data.layouts.paired import _discover_multilabel, _discover_paired, _structure_dirs
 from medssl.data.layouts.pairing import _MAX_LISTED, _image_entries, _rel, _sorted_cases, _sub_dirs, _visible
 from medssl.data.layouts.suffix import _discover_suffix, _mask_base
@@ -74,6 +74,8 @@ def _kind(root: Path, nested: bool = False) -> str:
     """The layout of ``root``, or ``"split"`` for labelled sub-folders (not looked for when ``nested``)."""
     if (root / "imagesTr").is_dir():
         return "msd"
+    if (root / "images").is_dir() and declared_raters(root):
+        return "observers"  # masks/<rater>/ folders, not structures
     if (root / "images").is_dir() and (root / "masks").is_dir():
         masks = root / "masks"
         if _image_entries(masks) or not _structure_dirs(masks):
