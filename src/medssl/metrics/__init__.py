@@ -1,4 +1,5 @@
-"""Segmentation metrics: pure functions of arrays (overlap, surface distances, per-label metrics of label maps).
+"""Metrics: pure functions of arrays (overlap, surface distances, per-label metrics of label maps; several raters
+and calibration; image quality of super-resolution).
 
 Array functions take masks of equal shape (non-zero is foreground) and ``spacing`` (per axis; None = 1, i.e.
 distances in voxels). Empty-mask rules:
@@ -17,11 +18,13 @@ convention). NSD (Nikolov et al. 2021) counts surface voxels, each weighing 1 (M
 ``compute_surface_dice`` with ``use_subvoxels=False``), rather than weighting surfels by area.
 
 Modules: ``overlap`` (dice, dice_scores, xor_error), ``surface`` (surface extraction, distances, hausdorff, NSD),
-``label_maps`` (``binary_metrics``, ``evaluate_arrays``, ``summarize``). Reading and matching folders and writing
-CSV/JSON reports is ``medssl.evaluation``'s.
+``label_maps`` (``binary_metrics``, ``evaluate_arrays``, ``summarize``), ``raters`` (soft Dice, Dice per rater,
+agreement, GED), ``calibration`` (reliability bins, ECE), ``image_quality`` (PSNR, SSIM). Reading and matching
+folders and writing CSV/JSON reports is ``medssl.evaluation``'s.
 """
 
 from medssl.metrics.calibration import Bins, calibration_bins, expected_calibration_error, merge_bins
+from medssl.metrics.image_quality import psnr, ssim
 from medssl.metrics.label_maps import METRICS, MetricValues, binary_metrics, evaluate_arrays, summarize
 from medssl.metrics.overlap import dice, dice_scores, xor_error
 from medssl.metrics.raters import (
@@ -56,10 +59,12 @@ __all__ = [
     "merge_bins",
     "normalized_surface_dice",
     "nsd_from_distances",
+    "psnr",
     "rater_agreement",
     "rater_dice",
     "soft_dice",
     "soft_truth",
+    "ssim",
     "summarize",
     "surface_distances",
     "surface_voxels",
