@@ -39,7 +39,7 @@ EXPECTED = {
     ],
     "label-free": ["kmeans", "s3"],
     "evaluation": ["best-cluster", "border", "darkest", "label-map", "paper-code"],
-    "super-resolution": [],
+    "super-resolution": ["edsr", "rcan", "seran"],
 }
 
 
@@ -143,7 +143,7 @@ def test_a_registration_shows_up_in_list_and_in_the_help() -> None:
         "evaluation", "largest", ClusterProtocol("the largest cluster is the prediction", _largest)
     )
     listed = _listed(_list())
-    assert listed["super-resolution"] == {"bicubic": "Bicubic upsampling, the baseline."}
+    assert listed["super-resolution"]["bicubic"] == "Bicubic upsampling, the baseline."
     assert listed["evaluation"]["largest"] == "the largest cluster is the prediction"
     help_text = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
     assert "best-cluster, border, darkest, label-map, largest, paper-code" in help_text

@@ -61,7 +61,7 @@ _KINDS: dict[str, _Kind] = {
     "evaluation": _Kind(
         "protocol", "medssl evaluate --protocol", ("medssl.evaluation.scoring", "medssl.labelfree.protocols")
     ),
-    "super-resolution": _Kind("super-resolution system", "none yet", ()),
+    "super-resolution": _Kind("super-resolution system", "medssl superres train --system", ("medssl.superres.system",)),
 }
 _OBJECTS: dict[str, dict[str, Any]] = {kind: {} for kind in _KINDS}
 _DESCRIPTIONS: dict[tuple[str, str], str] = {}

@@ -34,7 +34,7 @@ def is_main_process() -> bool:
 
 
 MARKER = ".medssl-output.json"
-KINDS = ("finetune", "pretrain", "predict", "segment", "experiment", "demo")
+KINDS = ("finetune", "pretrain", "predict", "segment", "experiment", "demo", "superres", "superres-apply")
 # Run folders written before the marker existed, recognised for --resume by the files every such run has.
 _LEGACY = {
     "finetune": ("plan.json", "config.yaml", "checkpoints/last.ckpt"),

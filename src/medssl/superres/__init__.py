@@ -3,7 +3,14 @@
 ``degradation`` holds the degradations (antialiased bicubic as in the SR literature; k-space truncation as a
 scanner's lower resolution), ``make_pair``, the split by volume and the on-the-fly slice sampler. The network is
 ``medssl.networks.seran``; PSNR and SSIM are ``medssl.metrics.image_quality``.
+
+The trainable systems (registry kind ``super-resolution``: seran, edsr, rcan) are in ``system``; ``train(data,
+out, ...)`` (``workflow``) trains one through the project's run workflow and ``apply(model, input, out, ...)``
+(``applying``) super-resolves volumes with the right geometry. Those two, and the system classes, are imported on
+first use (they need the training engine).
 """
+
+from typing import Any
 
 from medssl.superres.degradation import (
     MODES,
@@ -19,16 +26,43 @@ from medssl.superres.degradation import (
     split_volumes,
 )
 
+_LAZY = {
+    "train": "medssl.superres.workflow",
+    "SuperResConfig": "medssl.superres.workflow",
+    "apply": "medssl.superres.applying",
+    "load_model": "medssl.superres.applying",
+    "super_resolve": "medssl.superres.applying",
+    "super_resolved_meta": "medssl.superres.applying",
+    "SuperResolution": "medssl.superres.system",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The training and applying API, imported on first use (module-level ``__getattr__``, PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MODES",
     "Mode",
     "SliceSampler",
+    "SuperResConfig",
+    "SuperResolution",
     "VolumeSplit",
+    "apply",
     "bicubic_downsample",
     "crop_to_multiple",
     "degrade",
     "foreground",
     "kspace_truncate",
+    "load_model",
     "make_pair",
     "split_volumes",
+    "super_resolve",
+    "super_resolved_meta",
+    "train",
 ]

@@ -1,0 +1,108 @@
+"""``medssl superres``: train a super-resolution system and apply it to volumes (``medssl.superres``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medssl.cli.common import (
+    Command,
+    Group,
+    Overwrite,
+    Quiet,
+    Sets,
+    SkipBadCases,
+    app,
+    merge_sets,
+    out_console,
+    parse_sets,
+    resumable,
+)
+
+superres_app = typer.Typer(
+    cls=Group, help="MR super-resolution: train SERAN (or a baseline) and apply it to volumes.", no_args_is_help=True
+)
+app.add_typer(superres_app, name="superres")
+
+
+@superres_app.command("train", cls=Command)
+@resumable
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Folder of high-resolution 3D volumes (any layout).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
+    scale: Annotated[int | None, typer.Option("--scale", help="2, 3 or 4 (default 2).")] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="seran, edsr (no attention) or rcan (default seran).")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="Degradation: bicubic or kspace (default bicubic).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default 1000).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and the patches.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = "32-true",
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    skip_bad_cases: SkipBadCases = False,
+    sets: Sets = None,
+) -> None:
+    """Train a super-resolution system on slices of the volumes (split by volume into split.json); writes
+    RUN/network.pt and RUN/model.json for `medssl superres apply`. More options with --set (axis, patch_size,
+    batch_size, lr, val_interval, patience, val_fraction, width, blocks, ...)."""
+    from medssl.superres.workflow import train as run
+
+    flags = {"scale": scale, "system": system, "mode": mode, "max_steps": max_steps}
+    options = merge_sets(flags, parse_sets(sets))
+    trained = run(
+        data,
+        out,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        accelerator=accelerator,
+        precision=precision,
+        quiet=quiet,
+        skip_bad_cases=skip_bad_cases,
+        **options,
+    )
+    best = "" if trained.best_score is None else f", best validation PSNR {trained.best_score:.2f} dB on [0, 1]"
+    out_console.print(f"run folder: {trained.run} ({trained.steps} steps{best})", highlight=False)
+    for what, path in trained.files.items():
+        out_console.print(f"  {what}: {path}", highlight=False)
+
+
+@superres_app.command("apply", cls=Command)
+def apply(
+    model: Annotated[Path, typer.Option("--model", help="Run folder of `medssl superres train`.")],
+    input: Annotated[Path, typer.Option("--input", help="A volume, a DICOM series folder, or a folder of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the super-resolved volumes (NIfTI).")],
+    axis: Annotated[
+        int | None, typer.Option("--axis", help="Slicing axis 0, 1 or 2 (default: the run's rule).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 16,
+    normalised: Annotated[
+        bool, typer.Option("--normalised", help="Write the [0, 1] range the metrics use, not the input's units.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Super-resolve every slice of each volume; outputs named by input stem, with the finer in-plane spacing and
+    a geometry that keeps every voxel at its place in the world."""
+    from medssl.superres.applying import apply as run
+
+    written = run(
+        model,
+        input,
+        out,
+        axis=axis,
+        batch_size=batch_size,
+        normalised=normalised,
+        device=device,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+    out_console.print(f"wrote {len(written)} file(s) to {out}", highlight=False)
