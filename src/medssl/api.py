@@ -198,6 +198,7 @@ def label_efficiency(
     out: str | Path,
     *,
     methods: list[str] | None = None,
+    labelled: list[int | str] | None = None,
     fractions: list[float] | None = None,
     seeds: int | None = None,
     pretrain_steps: int | None = None,
@@ -212,20 +213,27 @@ def label_efficiency(
     skip_bad_cases: bool = False,
 ) -> ExperimentResult:
     """The label-efficiency experiment (see ``medssl.engine.experiment.run_label_efficiency``); settings come from
-    ``LabelEfficiencyConfig`` defaults < the YAML ``config`` (a file or a preset name) < these arguments."""
+    ``LabelEfficiencyConfig`` defaults < the YAML ``config`` (a file or a preset name) < these arguments.
+    ``labelled`` (numbers of labelled cases, ``all``) or ``fractions``: given ``fractions``, a ``labelled`` of the
+    config no longer applies."""
     from medssl.engine.experiment import run_label_efficiency
 
     _check_dims(dims)
+    if labelled is not None and fractions is not None:
+        raise MedsslError("give labelled (numbers of cases) or fractions (shares of the cases), not both")
     cfg = resolve(
         LabelEfficiencyConfig,
         config,
         methods=methods,
+        labelled=labelled,
         fractions=fractions,
         seeds=seeds,
         pretrain_steps=pretrain_steps,
         finetune_steps=finetune_steps,
         precision=precision,
     )
+    if fractions is not None:
+        cfg.labelled = None  # the fractions given take the place of the config's numbers of cases
     _check_stage_options(cfg, _where(config, "method_options", {}))
     check_trainer_options(accelerator, 1, cfg.precision)
     check_output_location(out, (data,))

@@ -11,7 +11,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -138,11 +138,24 @@ class LabelEfficiencyConfig:
 
     Attributes:
         methods: ``random`` (no pretraining) and/or registered pretraining methods.
-        fractions: shares of the training labels to fine-tune with, each in (0, 1].
-        seeds: fine-tuning seeds per method and fraction (0, 1, ...); a seed fixes the labelled subset and the
-            decoder initialisation, so the runs of different methods with one seed are paired.
+        fractions: shares of the training labels to fine-tune with, each in (0, 1] (used when ``labelled`` is
+            not set).
+        labelled: numbers of labelled training cases to fine-tune with, each at least 1, or ``all`` (every
+            training case); when set, ``fractions`` is ignored. A number above the training cases of the split is
+            refused. The subsets of one seed are nested and every run is scored on the same test cases.
+        seeds: fine-tuning seeds per method and amount of labels (0, 1, ...); a seed fixes the labelled subset and
+            the decoder initialisation, so the runs of different methods with one seed are paired.
         pretrain_steps: optimiser steps of each pretraining run.
-        finetune_steps: optimiser steps of each fine-tuning run.
+        finetune_steps: the most optimiser steps of a fine-tuning run (it stops earlier at a validation plateau,
+            see ``patience``).
+        val_interval: steps between validations of every fine-tuning run (``finetune.val_interval``, when given,
+            takes its place).
+        patience: stop a fine-tuning run after this many validations in a row without a gain in validation Dice
+            above ``min_delta`` (None: every run trains ``finetune_steps``). The same schedule for every method,
+            so that each is compared at its plateau and not where a fixed budget happens to end.
+        min_delta: the smallest gain in validation Dice that counts for ``patience``.
+        target_spacing: resample the images to this spacing per axis in pretraining and fine-tuning (default: the
+            plan's); e.g. ``[2, 2]`` halves the resolution of PNG images.
         batch_size, patch_size, channels: shared by pretraining and fine-tuning so that encoders transfer
             (default: the plan of the training images); ``batch_size`` may also be set per stage.
         precision: Lightning precision of every run (``bf16-mixed`` is faster on CPUs with bf16 support).
@@ -153,9 +166,14 @@ class LabelEfficiencyConfig:
 
     methods: list[str] = field(default_factory=lambda: ["random", "simclr", "byol", "vae", "autoencoder"])
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
+    labelled: list[int | Literal["all"]] | None = None
     seeds: int = 3
     pretrain_steps: int = 1000
-    finetune_steps: int = 1000
+    finetune_steps: int = 3000
+    val_interval: int = 50
+    patience: int | None = 5
+    min_delta: float = 0.001
+    target_spacing: list[float] | None = None
     batch_size: int | None = None
     patch_size: list[int] | None = None
     channels: list[int] | None = None
@@ -327,6 +345,9 @@ BOUNDS: dict[type[Any], dict[str, Bound]] = {
         "seeds": _AT_LEAST_1,
         "pretrain_steps": _AT_LEAST_1,
         "finetune_steps": _AT_LEAST_1,
+        "val_interval": _AT_LEAST_1,
+        "patience": _AT_LEAST_1,
+        "min_delta": _NON_NEGATIVE,
         **_SIZES,
     },
 }

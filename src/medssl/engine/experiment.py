@@ -1,5 +1,12 @@
-"""The label-efficiency experiment: pretrain each method once, fine-tune every method x label fraction x seed on
+"""The label-efficiency experiment: pretrain each method once, fine-tune every method x amount of labels x seed on
 the same seeded split, and compare on the same held-out test cases.
+
+The amount of labels is a number of labelled training cases N (``labelled``; ``all`` = every training case) or a
+share of them (``fractions``). A run with N cases fine-tunes with ``label_fraction = N / n_train``, which labels
+exactly N cases of the seeded permutation of the training cases (``medssl.data.split.make_split``): the N = 2
+cases of a seed are among its N = 5 cases, and the validation and test cases depend on ``split_seed`` only. Every
+fine-tune stops at a validation plateau (``patience``) or at ``finetune_steps``, with the same schedule for every
+method.
 
 Folder layout of an experiment ``OUT``::
 
@@ -7,8 +14,11 @@ Folder layout of an experiment ``OUT``::
     OUT/split.json              the train / val / test cases every run shares
     OUT/plan.json               the shared plan (patch size, widths, batch) of the training images
     OUT/pretrain/<method>/      one ``medssl pretrain`` run folder per method (training images only)
-    OUT/finetune/<method>/<fraction>_seed<k>/   one ``medssl finetune`` run folder per run
+    OUT/finetune/<method>/n<N>_seed<k>/   one ``medssl finetune`` run folder per run (n005_seed0, nall_seed0),
+                                          or <method>/frac<fraction>_seed<k>/ in an experiment by fractions
     OUT/runs.csv|json, OUT/summary.csv|json, OUT/label_efficiency.png   (``experiment_report``)
+    OUT/experiment.json   settings, every run (steps, why it stopped, validation curve, per-case test Dice), the
+                          summary, the crossover and each pretraining run's loss movement
 
 Finished runs (their ``result.json`` exists) are never repeated, so ``--resume`` continues an interrupted
 experiment where it stopped.
@@ -17,6 +27,8 @@ experiment where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +38,34 @@ from medssl.data.layouts import discover
 from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_cases, load_image_channels, print_skipped
 from medssl.data.plan import Plan, compute_fingerprint, make_plan
 from medssl.data.split import make_split, save_split
-from medssl.engine.experiment_report import RANDOM, RunRecord, read_run, write_report
+from medssl.engine.experiment_report import (
+    ALL,
+    RANDOM,
+    Amount,
+    RunRecord,
+    pretraining_records,
+    read_run,
+    run_name,
+    write_report,
+)
 from medssl.engine.finetune import labelled_index, run_finetune
 from medssl.engine.partial_labels import fully_annotated
 from medssl.engine.pretraining import run_pretrain
 from medssl.engine.run_folder import console, prepare_output_dir, progress_bar
 from medssl.errors import MedsslError
 
-__all__ = ["ExperimentResult", "check_experiment_config", "run_label_efficiency", "run_name"]
+__all__ = [
+    "ALL",
+    "Amount",
+    "ExperimentResult",
+    "amounts",
+    "check_experiment_config",
+    "run_label_efficiency",
+    "run_name",
+]
+
+# Settings of every run that the experiment sets once, at its top level.
+_TOP_LEVEL = ("max_steps", "patch_size", "channels", "method", "target_spacing", "patience", "min_delta")
 
 
 @dataclass
@@ -46,17 +78,35 @@ class ExperimentResult:
     files: dict[str, str]
 
 
-def run_name(fraction: float, seed: int) -> str:
-    """Folder name of one fine-tuning run, e.g. ``frac0.05_seed2``."""
-    return f"frac{fraction:g}_seed{seed}"
+def amounts(cfg: LabelEfficiencyConfig, n_train: int) -> list[Amount]:
+    """The amounts of labels of the experiment: ``labelled`` (N / n_train labels exactly N cases), else
+    ``fractions``.
+
+    Raises:
+        MedsslError: a number of cases above ``n_train``, or one equal to it beside ``all``.
+    """
+    if cfg.labelled is None:
+        return [Amount(f) for f in cfg.fractions]
+    too_many = [n for n in cfg.labelled if n != ALL and int(n) > n_train]
+    if too_many:
+        raise MedsslError(
+            f"labelled {too_many[0]} is more than the {n_train} training cases of the split; "
+            f"use at most {n_train}, or {ALL}"
+        )
+    if ALL in cfg.labelled and n_train in cfg.labelled:
+        raise MedsslError(f"labelled {n_train} and {ALL} are the same {n_train} training cases; give one of them")
+    return [
+        Amount(1.0, n_train, True) if n == ALL else Amount(int(n) / n_train, int(n))
+        for n in sorted(cfg.labelled, key=lambda n: n_train if n == ALL else int(n))
+    ]
 
 
 def check_experiment_config(cfg: LabelEfficiencyConfig) -> None:
     """Refuse settings that cannot run, naming the bad value, before any work starts.
 
     Raises:
-        MedsslError: unknown or repeated method, fraction outside (0, 1] or repeated, fewer than one seed or step,
-            or an unknown pretraining/fine-tuning option.
+        MedsslError: unknown or repeated method, fraction outside (0, 1] or repeated, a labelled count below 1 or
+            repeated, fewer than one seed or step, or an unknown pretraining/fine-tuning option.
     """
     from medssl.pretrain import names
 
@@ -72,6 +122,8 @@ def check_experiment_config(cfg: LabelEfficiencyConfig) -> None:
         raise MedsslError(f"fractions must be in (0, 1], got {cfg.fractions}")
     if len(set(cfg.fractions)) != len(cfg.fractions):
         raise MedsslError(f"fractions repeat: {cfg.fractions}")
+    if cfg.labelled is not None:
+        _check_labelled(cfg.labelled)
     for what, value in (("seeds", cfg.seeds), ("pretrain_steps", cfg.pretrain_steps)):
         if value < 1:
             raise MedsslError(f"{what} must be at least 1, not {value}")
@@ -82,9 +134,17 @@ def check_experiment_config(cfg: LabelEfficiencyConfig) -> None:
         raise MedsslError(f"method_options for methods not in the experiment: {', '.join(sorted(unknown))}")
     _finetune_config(cfg)  # unknown fine-tuning options fail here
     resolve(PretrainConfig, None, **cfg.pretrain)
-    for shared in ("max_steps", "patch_size", "channels", "method"):
+    for shared in _TOP_LEVEL:
         if shared in cfg.pretrain or shared in cfg.finetune:
-            raise MedsslError(f"set {shared!r} at the top level of the experiment config, not per stage")
+            top = "finetune_steps or pretrain_steps" if shared == "max_steps" else shared
+            raise MedsslError(f"set {top!r} at the top level of the experiment config, not per stage")
+
+
+def _check_labelled(labelled: Sequence[int | str]) -> None:
+    if not labelled or any(n != ALL and (isinstance(n, str) or n < 1) for n in labelled):
+        raise MedsslError(f"labelled must be numbers of cases of at least 1, or {ALL}; got {labelled}")
+    if len(set(labelled)) != len(labelled):
+        raise MedsslError(f"labelled counts repeat: {labelled}")
 
 
 def run_label_efficiency(
@@ -120,16 +180,13 @@ def run_label_efficiency(
         _check_same_settings(Path(out), cfg)
     ft_cfg = _finetune_config(cfg)
     split = _checked_split(data, ft_cfg, quiet=quiet, skip_bad_cases=skip_bad_cases)
+    grid = amounts(cfg, len(split["train"]))  # a count above the training cases fails here, before any work
     # Only now, with the data and the split checked: a user error must not wipe what --overwrite replaces.
     root = prepare_output_dir(out, kind="experiment", overwrite=overwrite, resume=resume, inputs=(data,))
     save_config(cfg, root / "experiment.yaml")
     save_split(split, root / "split.json")
     plan = _shared_plan(data, split["train"], cfg, dims, root / "plan.json", quiet)
-    shared: dict[str, Any] = {
-        "batch_size": plan.batch_size,
-        "patch_size": list(plan.patch_size),
-        "channels": list(plan.channels),
-    }
+    shared = {"batch_size": plan.batch_size, "patch_size": list(plan.patch_size), "channels": list(plan.channels)}
     encoders = _pretrain_all(data, root, split["train"], cfg, shared, dims, accelerator, quiet)
     ft_cfg = dataclasses.replace(ft_cfg, **{**shared, **{k: v for k, v in cfg.finetune.items() if k in shared}})
     records = _finetune_all(
@@ -138,12 +195,19 @@ def run_label_efficiency(
         cfg,
         ft_cfg,
         encoders,
+        grid,
         dims=plan.spatial_dims,
         accelerator=accelerator,
         quiet=quiet,
         skip_bad_cases=skip_bad_cases,
     )
-    summary, files = write_report(records, root)
+    extra = {
+        "settings": dataclasses.asdict(cfg),
+        "n_train": len(split["train"]),
+        "test_cases": split["test"],
+        "pretraining": pretraining_records(root, cfg.methods),
+    }
+    summary, files = write_report(records, root, extra)
     return ExperimentResult(root, records, summary, files)
 
 
@@ -179,25 +243,30 @@ def _finetune_all(
     cfg: LabelEfficiencyConfig,
     ft_cfg: FinetuneConfig,
     encoders: dict[str, Path | None],
+    grid: list[Amount],
     *,
     dims: int,
     accelerator: str,
     quiet: bool,
     skip_bad_cases: bool,
 ) -> list[RunRecord]:
-    """Fine-tune every fraction x seed x method (skipping finished runs) and read back each run's record."""
-    jobs = [(m, f, s) for f in cfg.fractions for s in range(cfg.seeds) for m in cfg.methods]
+    """Fine-tune every amount of labels x seed x method (skipping finished runs) and read back each run's record.
+
+    Raises:
+        MedsslError: a run labelled another number of cases than its amount asks for.
+    """
+    jobs = [(m, a, s) for a in grid for s in range(cfg.seeds) for m in cfg.methods]
     records: list[RunRecord] = []
-    for k, (method, fraction, seed) in enumerate(jobs, 1):
-        run = root / "finetune" / method / run_name(fraction, seed)
+    for k, (method, amount, seed) in enumerate(jobs, 1):
+        run = root / "finetune" / method / amount.name(seed)
         if not (run / "result.json").is_file():
-            console.print(f"[{k}/{len(jobs)}] fine-tuning {method}, {fraction:g} of the labels, seed {seed}")
+            console.print(f"[{k}/{len(jobs)}] fine-tuning {method}, {amount}, seed {seed}")
             run_finetune(
                 data,
                 run,
                 ft_cfg,
                 dims=dims,
-                label_fraction=fraction,
+                label_fraction=amount.fraction,
                 seed=seed,
                 init=encoders[method],
                 resume=run.is_dir() and any(run.iterdir()),
@@ -206,24 +275,47 @@ def _finetune_all(
                 quiet=quiet,
                 skip_bad_cases=skip_bad_cases,
             )
-        record = read_run(run, method, fraction, seed)
+        if amount.labelled is not None:
+            _check_labelled_cases(run, amount.labelled)
+        record = read_run(run, method, amount.fraction, seed, amount.labelled)
         if not quiet:
-            console.print(f"[{k}/{len(jobs)}] {method} {fraction:g} seed {seed}: mean test Dice {record.mean_dice:.4f}")
+            console.print(
+                f"[{k}/{len(jobs)}] {method}, {amount}, seed {seed}: mean test Dice {record.mean_dice:.4f} "
+                f"after {record.steps} steps ({record.stopped})"
+            )
         records.append(record)
     return records
 
 
+def _check_labelled_cases(run: Path, wanted: int) -> None:
+    """The run's split labels exactly the N cases its folder is named after (N / n_train is exact in split.py)."""
+    got = len(json.loads((run / "split.json").read_text())["train_labelled"])
+    if got != wanted:
+        raise MedsslError(f"run {run} labelled {got} training cases instead of {wanted}; use a new --out folder")
+
+
 def _finetune_config(cfg: LabelEfficiencyConfig) -> FinetuneConfig:
-    return resolve(FinetuneConfig, None, **{**cfg.finetune, "max_steps": cfg.finetune_steps})
+    """Every fine-tune's settings: the stage options, and the plateau schedule and spacing set at the top level
+    (``finetune.val_interval`` takes the place of the top-level one)."""
+    top = {"patience": cfg.patience, "min_delta": cfg.min_delta, "target_spacing": cfg.target_spacing}
+    options = {"val_interval": cfg.val_interval, **cfg.finetune, **top, "max_steps": cfg.finetune_steps}
+    return resolve(FinetuneConfig, None, **options)
 
 
 def _check_same_settings(root: Path, cfg: LabelEfficiencyConfig) -> None:
-    """A resumed experiment must keep the settings its finished runs were made with (more methods, fractions or
-    seeds may be added)."""
+    """A resumed experiment must keep the settings its finished runs were made with (more methods, fractions,
+    labelled counts or seeds may be added; an experiment by fractions stays one, and one by cases too)."""
     before = resolve(LabelEfficiencyConfig, root / "experiment.yaml")
+    if (before.labelled is None) != (cfg.labelled is None):
+        was, now = ("fractions", "labelled") if before.labelled is None else ("labelled", "fractions")
+        raise MedsslError(f"--resume of an experiment by {was} with {now} would mix amounts; use a new --out folder")
     fixed = (
         "pretrain_steps",
         "finetune_steps",
+        "val_interval",
+        "patience",
+        "min_delta",
+        "target_spacing",
         "batch_size",
         "patch_size",
         "channels",
@@ -259,6 +351,7 @@ def _shared_plan(
         channels=cfg.channels,
         batch_size=cfg.batch_size,
         require_labels=False,
+        target_spacing=cfg.target_spacing,
     )
     plan.save(path)
     return plan
@@ -278,7 +371,7 @@ def _pretrain_all(
     method -> its encoder (None for ``random``)."""
     encoders: dict[str, Path | None] = {RANDOM: None}
     stage = {k: v for k, v in cfg.pretrain.items() if k != "method_options"}  # per method: cfg.method_options
-    stage |= {k: v for k, v in shared.items() if k not in cfg.pretrain}
+    stage |= {k: v for k, v in shared.items() if k not in cfg.pretrain} | {"target_spacing": cfg.target_spacing}
     for method in [m for m in cfg.methods if m != RANDOM]:
         run = root / "pretrain" / method
         encoder = run / "encoder.pt"
