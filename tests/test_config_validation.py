@@ -113,7 +113,7 @@ def test_experiment_config_values(tmp_path: Path, text: str, words: str) -> None
 @pytest.mark.parametrize(
     ("method", "text", "words"),
     [
-        ("kmeans", "clusters: two", "clusters must be an integer, not 'two'"),
+        ("kmeans", "clusters: two", "clusters must be an integer or one of 'auto', not 'two'"),
         ("s3", "lr: -0.1", "lr must be greater than 0, not -0.1"),
         ("s3", "momentum: 1.5", "momentum must be in [0, 1), not 1.5"),
         ("s3", "stride: 3", "stride must be 1, 2 or 4, not 3"),

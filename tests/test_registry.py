@@ -38,7 +38,7 @@ EXPECTED = {
         "supervised",
     ],
     "label-free": ["kmeans", "s3"],
-    "evaluation": ["best-cluster", "border", "darkest", "label-map", "paper-code"],
+    "evaluation": ["best-cluster", "border", "darkest", "label-map", "lesion", "paper-code"],
     "super-resolution": ["edsr", "rcan", "seran"],
 }
 
@@ -146,7 +146,7 @@ def test_a_registration_shows_up_in_list_and_in_the_help() -> None:
     assert listed["super-resolution"]["bicubic"] == "Bicubic upsampling, the baseline."
     assert listed["evaluation"]["largest"] == "the largest cluster is the prediction"
     help_text = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
-    assert "best-cluster, border, darkest, label-map, largest, paper-code" in help_text
+    assert "best-cluster, border, darkest, label-map, largest, lesion, paper-code" in help_text
 
 
 def _largest(labels: np.ndarray, truth: object, lightness: object) -> int:

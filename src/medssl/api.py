@@ -367,7 +367,7 @@ def segment(
     out: str | Path,
     *,
     method: str = "s3",
-    clusters: int | None = None,
+    clusters: int | str | None = None,
     config: str | Path | None = None,
     select: str | None = None,
     overwrite: bool = False,

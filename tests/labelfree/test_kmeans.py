@@ -49,7 +49,13 @@ def test_kmeans_segment_finds_the_lesion_and_excludes_the_vignette() -> None:
 def test_without_the_field_of_view_the_dark_corners_join_the_lesion() -> None:
     # The failure the field of view fixes: with two clusters, the vignette is clustered with the lesion.
     image, lesion = dermoscopy_like((96, 128))
-    result = kmeans_segment(image, KMeansConfig(size=64, hair_size=0, field_of_view=False, min_region=0))
+    plain = KMeansConfig(clusters=2, size=64, hair_size=0, field_of_view=False, dark_corners=False, min_region=0)
+    result = kmeans_segment(image, plain)
     dark = result.labels == 1
     assert dark[0, 0] and dark[-1, -1]
     assert (dark & lesion).sum() / (dark | lesion).sum() < 0.9
+    # The dark-corner step, run without the field of view, leaves the corners out instead.
+    corners = kmeans_segment(image, KMeansConfig(clusters=2, size=64, hair_size=0, field_of_view=False, min_region=0))
+    dark = corners.labels == 1
+    assert corners.labels[0, 0] == corners.labels[-1, -1] == 0
+    assert (dark & lesion).sum() / (dark | lesion).sum() > 0.9

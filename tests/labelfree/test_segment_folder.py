@@ -64,3 +64,15 @@ def test_ten_images_give_two_overlay_pages_and_records_in_input_order(tmp_path: 
         assert record["cluster_sizes"] == sizes
         selected = np.asarray(Image.open(tmp_path / "seg" / "selected" / f"{record['case']}.png"))
         np.testing.assert_array_equal(selected, (labels == record["selected_cluster"]) * 255)
+
+
+def test_without_a_rule_the_lesion_rule_writes_the_masks(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    picture, lesion = dermoscopy_like((64, 80))
+    Image.fromarray(np.moveaxis(picture, 0, -1)).save(images / "case.png")
+    result = api.segment(images, tmp_path / "seg", method="kmeans", quiet=True)
+    record = json.loads((tmp_path / "seg" / "run.json").read_text())["images"][0]
+    assert record["selected_rule"] == "lesion" == result.records[0]["selected_rule"]
+    selected = np.asarray(Image.open(tmp_path / "seg" / "selected" / "case.png")) > 0
+    assert 2 * (selected & lesion).sum() / (selected.sum() + lesion.sum()) > 0.9

@@ -301,10 +301,17 @@ def segment(
     method: Annotated[
         str, typer.Option("--method", help="Label-free method: {labelfree_methods} (`medssl list label-free`).")
     ] = "s3",
-    clusters: Annotated[int | None, typer.Option("--clusters", help="Number of clusters K (default 2).")] = None,
+    clusters: Annotated[
+        str | None,
+        typer.Option("--clusters", help="Number of clusters K, or auto (chosen per image over 2..5; the default)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of S3Config/KMeansConfig options.")] = None,
     select: Annotated[
-        str | None, typer.Option("--select", help="Also write the cluster a rule picks: border or darkest.")
+        str | None,
+        typer.Option(
+            "--select",
+            help="The rule that picks the lesion mask written to selected/: lesion (default), border or darkest.",
+        ),
     ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -314,11 +321,13 @@ def segment(
     brightest, 0 outside the field of view), overlays, and the settings used."""
     from medssl import api
 
+    if clusters is not None and clusters != "auto" and not clusters.isdigit():
+        raise MedsslError(f"--clusters takes a whole number or auto, not {clusters!r}")
     result = api.segment(
         input,
         out,
         method=method,
-        clusters=clusters,
+        clusters=clusters if clusters in (None, "auto") else int(clusters),
         config=config,
         select=select,
         overwrite=overwrite,

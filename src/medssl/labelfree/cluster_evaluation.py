@@ -24,7 +24,7 @@ from medssl.data.io import read_image, read_label
 from medssl.errors import MedsslError
 from medssl.evaluation.folders import LABEL_MAP, image_files, reference_layout, structure_dirs
 from medssl.labelfree.preprocess import image_lightness
-from medssl.labelfree.protocols import cluster_ids, cluster_protocol, paper_code_scores, select_cluster
+from medssl.labelfree.protocols import cluster_ids, cluster_protocol, paper_code_scores, select_mask
 from medssl.metrics.label_maps import METRICS, binary_metrics
 
 PAPER_CODE_METRICS = ("dice", "hm", "xor")
@@ -50,17 +50,17 @@ def score_clusters(
         labels: ``(H, W)`` cluster map.
         truth: ``(H, W)`` binary ground truth.
         protocol: a registered cluster-map protocol (``medssl.labelfree.protocols.cluster_protocols()``).
-        lightness: ``(H, W)`` image lightness, needed by ``darkest``.
+        lightness: ``(H, W)`` image lightness, needed by ``darkest`` and ``lesion``.
         spacing: pixel size for the distances (None: pixels).
         tolerance: NSD tolerance.
 
     Returns:
-        ``{"cluster": value, "n_clusters": int, <metric>: value, ...}`` with ``metric_names(protocol)``.
+        ``{"cluster": value, "n_clusters": int, <metric>: value, ...}`` with ``metric_names(protocol)``; for a
+        region rule (``lesion``) the metrics score the region and ``cluster`` is the cluster holding most of it.
     """
     chosen = cluster_protocol(protocol)
     mask = np.asarray(truth).astype(bool)
-    cluster = select_cluster(protocol, labels, mask, lightness)
-    pred = labels == cluster if cluster else np.zeros(mask.shape, dtype=bool)
+    cluster, pred = select_mask(protocol, labels, mask, lightness)
     values = paper_code_scores(pred, mask) if chosen.paper_code else binary_metrics(pred, mask, spacing, tolerance)
     return {"cluster": cluster, "n_clusters": len(cluster_ids(labels)), **values}
 
@@ -80,7 +80,7 @@ def evaluate_clusters(
         pred_dir: folder of cluster maps (``medssl segment`` output).
         truth_dir: reference folder (label maps, or one sub-folder of binary masks per structure).
         protocol: a registered cluster-map protocol (``medssl.labelfree.protocols.cluster_protocols()``).
-        images_dir: the images, matched by stem (needed by ``darkest``).
+        images_dir: the images, matched by stem (needed by ``darkest`` and ``lesion``).
         spacing_aware: distances in mm where the reference has physical spacing.
         tolerance: NSD tolerance (mm or px).
 

@@ -99,6 +99,7 @@ def prepared_features(
         detect_field_of_view=config.field_of_view,
         hair_size=config.hair_size,
         smooth_sigma=config.smooth_sigma,
+        artefact_steps=config.artefact_steps,
     )
     return prepared, pixel_features(prepared, config.position_weight)
 
@@ -111,19 +112,26 @@ def kmeans_segment(image: npt.NDArray[np.generic], config: KMeansConfig | None =
         config: settings (defaults: ``KMeansConfig()``).
 
     Returns:
-        The ``ClusterResult``: an ``(H, W)`` map with clusters ``1..K`` from darkest to brightest, 0 outside the
-        field of view.
+        The ``ClusterResult``: an ``(H, W)`` map with clusters ``1..K`` from darkest to brightest (K chosen per image
+        with ``clusters: auto``), 0 outside the field of view and on excluded artefacts.
     """
+    from medssl.labelfree.choose_k import with_clusters
+
     cfg = config or KMeansConfig()
     cfg.check()
     start = time.perf_counter()
     prepared, features = prepared_features(image, cfg)
+    cfg = with_clusters(cfg, features, prepared.valid)
     assignment, _ = kmeans(
-        features[:, prepared.valid].T, cfg.clusters, iterations=cfg.iterations, restarts=cfg.restarts, seed=cfg.seed
+        features[:, prepared.valid].T,
+        int(cfg.clusters),
+        iterations=cfg.iterations,
+        restarts=cfg.restarts,
+        seed=cfg.seed,
     )
     labels = np.zeros(prepared.valid.shape, dtype=np.int64)
     labels[prepared.valid] = assignment + 1
-    return finish_clusters(labels, prepared, cfg.clusters, cfg.min_region, iterations=0, start=start)
+    return finish_clusters(labels, prepared, int(cfg.clusters), cfg.min_region, iterations=0, start=start)
 
 
 registry.register_object("label-free", "kmeans", LabelFreeMethod(KMeansConfig, kmeans_segment))

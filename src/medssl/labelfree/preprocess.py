@@ -3,16 +3,17 @@
 Steps (each can be switched off): intensities to [0, 1]; resize to the working size; colour space (CIELAB
 for colour pictures, whose distances follow perceived colour differences, or plain RGB); the field of view of
 a dermoscope or fundus camera (the dark, vignetted ring around a circular view is excluded, since its dark
-pixels otherwise join the darkest cluster); thin dark hair removed by a morphological black-hat and filled
-from the closing; Gaussian smoothing. Outside the field of view the features are set to their mean inside it,
-so that the ring produces no edges.
+pixels otherwise join the darkest cluster); on colour pictures, the artefacts of ``medssl.labelfree.detectors``
+(calibration patches, rulers and dark corners excluded like the field of view, ink strokes inpainted); thin
+dark hair removed by a morphological black-hat and filled from the closing; Gaussian smoothing. Outside the
+clustered pixels the features are set to their mean inside, so that the excluded pixels produce no edges.
 
 Arrays are ``(C, H, W)`` (channel-first, as ``medssl.data.io.read_image`` returns 2D pictures).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medssl.errors import MedsslError
+from medssl.labelfree.detectors import dark_corner_mask, ink_mask, inpaint_nearest, patch_mask, ruler_mask
 
 COLOUR_SPACES = ("lab", "rgb")
+#: The artefact steps of colour pictures, in the order they run (each a ``LabelFreeConfig`` switch).
+ARTEFACT_STEPS = ("patches", "rulers", "dark_corners", "ink")
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -36,6 +40,8 @@ _WHITE = np.array([0.9505, 1.0, 1.089])
 _RING_BIN = 0.05
 _MIN_DROP = 20.0
 _DROP_SHARE = 0.1
+# Artefacts: the least share of the field of view that their exclusion must leave.
+_MIN_LEFT = 0.25
 # Hair: black-hat depth (L* units) above which a pixel is taken as hair.
 _HAIR_DEPTH = 10.0
 
@@ -48,9 +54,12 @@ class PreparedImage:
         features: ``(F, h, w)`` float32 features (CIELAB in its own units, RGB in [0, 100], grey in [0, 100]);
             outside ``valid`` they hold their mean inside it.
         luminance: ``(h, w)`` lightness in [0, 100] (CIELAB L*, or the grey value), before hair removal.
-        valid: ``(h, w)`` field of view (all True when none was found or detection is off).
+        valid: ``(h, w)`` pixels that are clustered: the field of view (all True when none was found or detection
+            is off) less the excluded artefacts.
         hair: ``(h, w)`` pixels replaced by the hair removal.
         input_shape: ``(H, W)`` of the input picture.
+        artefacts: per artefact step that found something (``patches``, ``rulers``, ``dark_corners``: excluded
+            from ``valid``; ``ink``: inpainted), its ``(h, w)`` mask.
     """
 
     features: FloatArray
@@ -58,6 +67,7 @@ class PreparedImage:
     valid: BoolArray
     hair: BoolArray
     input_shape: tuple[int, int]
+    artefacts: dict[str, BoolArray] = field(default_factory=dict)
 
 
 def to_unit_range(image: npt.NDArray[np.generic]) -> FloatArray:
@@ -163,6 +173,7 @@ def prepare_image(
     detect_field_of_view: bool = True,
     hair_size: int = 9,
     smooth_sigma: float = 0.0,
+    artefact_steps: tuple[str, ...] = ARTEFACT_STEPS,
 ) -> PreparedImage:
     """Working-size features of a 2D picture.
 
@@ -174,12 +185,13 @@ def prepare_image(
         hair_size: black-hat window for hair removal in working-size pixels; 0 turns it off (do so for thin
             dark targets such as vessels).
         smooth_sigma: Gaussian smoothing of the features in working-size pixels (0: none).
+        artefact_steps: the artefact steps (of ``ARTEFACT_STEPS``) to run on colour pictures.
 
     Returns:
         The ``PreparedImage``.
 
     Raises:
-        MedsslError: not a 2D picture with 1 or 3 channels, or an unknown colour space.
+        MedsslError: not a 2D picture with 1 or 3 channels, an unknown colour space or artefact step.
     """
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise MedsslError(
@@ -187,6 +199,8 @@ def prepare_image(
         )
     if colour_space not in COLOUR_SPACES:
         raise MedsslError(f"unknown colour space {colour_space!r}; choose one of {', '.join(COLOUR_SPACES)}")
+    if unknown := sorted(set(artefact_steps) - set(ARTEFACT_STEPS)):
+        raise MedsslError(f"unknown artefact step(s) {', '.join(unknown)}; choose from {', '.join(ARTEFACT_STEPS)}")
     input_shape = (int(image.shape[1]), int(image.shape[2]))
     small = resize_image(to_unit_range(image), size)
     is_lab = small.shape[0] == 3 and colour_space == "lab"
@@ -197,6 +211,10 @@ def prepare_image(
         features = small * 100.0
         luminance = features.mean(axis=0)
     valid = field_of_view(luminance, input_shape) if detect_field_of_view else np.ones(luminance.shape, bool)
+    artefacts: dict[str, BoolArray] = {}
+    if small.shape[0] == 3 and artefact_steps:
+        artefacts = find_artefacts(features if is_lab else rgb_to_lab(np.clip(small, 0.0, 1.0)), valid, artefact_steps)
+        features, valid = _apply_artefacts(features, valid, artefacts)
     hair = hair_mask(luminance, hair_size) & valid if hair_size > 1 else np.zeros(luminance.shape, bool)
     if hair.any():
         # Lightness (every channel of RGB or grey) from the closing, i.e. the skin around the hair; CIELAB's
@@ -211,7 +229,52 @@ def prepare_image(
         features = np.stack([ndimage.gaussian_filter(c, smooth_sigma) for c in features])
     mean = features[:, valid].mean(axis=1)
     features = np.where(valid[None], features, mean[:, None, None]).astype(np.float32)
-    return PreparedImage(features, luminance.astype(np.float32), valid, hair, input_shape)
+    return PreparedImage(features, luminance.astype(np.float32), valid, hair, input_shape, artefacts)
+
+
+def _apply_artefacts(
+    features: FloatArray, valid: BoolArray, artefacts: dict[str, BoolArray]
+) -> tuple[FloatArray, BoolArray]:
+    """Exclude the patches, rulers and dark corners from ``valid`` (unless that would leave under
+    ``_MIN_LEFT`` of the field of view: then the detection is taken as wrong and nothing is excluded) and inpaint
+    the ink strokes from the nearest kept pixel."""
+    kept = valid.copy()
+    for name in ("patches", "rulers", "dark_corners"):
+        if name in artefacts:
+            kept &= ~artefacts[name]
+    if kept.sum() >= _MIN_LEFT * valid.sum():
+        valid = kept
+    if "ink" in artefacts:
+        features = inpaint_nearest(features, artefacts["ink"] | ~valid)
+    return features, valid
+
+
+def find_artefacts(lab: FloatArray, valid: BoolArray, steps: tuple[str, ...] = ARTEFACT_STEPS) -> dict[str, BoolArray]:
+    """Run the artefact ``steps`` on a working-size CIELAB picture, each on the pixels the earlier ones left.
+
+    Args:
+        lab: ``(3, h, w)`` CIELAB.
+        valid: ``(h, w)`` field of view.
+        steps: names from ``ARTEFACT_STEPS``.
+
+    Returns:
+        Step name -> ``(h, w)`` mask, for the steps that found something.
+    """
+    detectors = {
+        "patches": lambda left: patch_mask(lab, left),
+        "rulers": lambda left: ruler_mask(lab[0], left),
+        "dark_corners": lambda left: dark_corner_mask(lab[0], left),
+        "ink": lambda left: ink_mask(lab, left),
+    }
+    found: dict[str, BoolArray] = {}
+    left = valid.copy()
+    for name in ARTEFACT_STEPS:
+        if name in steps:
+            mask = detectors[name](left)
+            if mask.any():
+                found[name] = mask
+                left &= ~mask
+    return found
 
 
 def image_lightness(image: npt.NDArray[np.generic]) -> FloatArray:

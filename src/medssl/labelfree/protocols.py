@@ -10,6 +10,11 @@ prediction:
   view): a lesion or organ is usually surrounded by background. Needs no ground truth.
 - ``darkest``: the cluster of lowest mean lightness (lesions, lungs on a display-convention X-ray and vessels
   are darker than their surroundings). Needs the image, not the ground truth.
+- ``lesion``: the connected region (of one cluster or of the union of the darkest clusters) that scores best
+  on contrast with the skin around it, compactness, closeness to the centre, little contact with excluded
+  pixels and a size that is not most of the image (``medssl.labelfree.lesion``); the prediction is that region,
+  not a whole cluster. Needs the image, not the ground truth: the rule a user without labels runs, and the
+  default of ``medssl segment``.
 
 ``paper_code_scores`` reproduces how S3-Net's public code scores a prediction, for comparison only: the
 prediction is first multiplied by the ground truth dilated twice with a 5x5 kernel (which deletes every false
@@ -27,10 +32,17 @@ from scipy import ndimage
 
 from medssl import registry
 from medssl.errors import MedsslError
+from medssl.labelfree.lesion import lesion_mask
 from medssl.metrics.overlap import dice, xor_error
 
 # (cluster map, ground truth or None, lightness or None) -> the selected cluster (0: none).
 Selector = Callable[[npt.NDArray[np.integer], npt.ArrayLike | None, npt.NDArray[np.floating] | None], int]
+# (cluster map, ground truth or None, lightness or None) -> (the cluster holding the prediction, the prediction).
+MaskSelector = Callable[
+    [npt.NDArray[np.integer], npt.ArrayLike | None, npt.NDArray[np.floating] | None], tuple[int, npt.NDArray[np.bool_]]
+]
+#: The rule ``medssl segment`` writes masks with when none is named.
+DEFAULT_RULE = "lesion"
 # Border zone width as a share of the shorter image side (at least 2 pixels).
 _BORDER_SHARE = 0.02
 
@@ -120,6 +132,8 @@ class ClusterProtocol:
         needs_images: the selection uses the images (``medssl evaluate --images``).
         paper_code: scored the way S3-Net's public code scores (``paper_code_scores``) instead of the project's
             metrics.
+        select_mask: for rules whose prediction is a region rather than a whole cluster, the region (and the
+            cluster holding most of it); None: the prediction is the selected cluster.
     """
 
     description: str
@@ -127,6 +141,7 @@ class ClusterProtocol:
     needs_truth: bool = False
     needs_images: bool = False
     paper_code: bool = False
+    select_mask: MaskSelector | None = None
 
 
 def cluster_protocol(name: str) -> ClusterProtocol:
@@ -171,6 +186,42 @@ def select_cluster(
     if chosen.needs_images and lightness is None:
         raise MedsslError(f"protocol {protocol} needs the images (--images)")
     return chosen.select(labels, truth, lightness)
+
+
+def select_mask(
+    protocol: str,
+    labels: npt.NDArray[np.integer],
+    truth: npt.ArrayLike | None = None,
+    lightness: npt.NDArray[np.floating] | None = None,
+) -> tuple[int, npt.NDArray[np.bool_]]:
+    """The prediction a registered cluster-map protocol makes: ``(cluster, mask)``, the mask being the selected
+    cluster, or for region rules (``lesion``) the selected region (and the cluster holding most of it).
+
+    Raises:
+        MedsslError: unknown protocol, or the input it needs (truth, lightness) is missing.
+    """
+    chosen = cluster_protocol(protocol)
+    if chosen.select_mask is None:
+        cluster = select_cluster(protocol, labels, truth, lightness)
+        return cluster, (labels == cluster) if cluster else np.zeros(labels.shape, dtype=bool)
+    if chosen.needs_truth and truth is None:
+        raise MedsslError(f"protocol {protocol} needs the ground truth")
+    if chosen.needs_images and lightness is None:
+        raise MedsslError(f"protocol {protocol} needs the images (--images)")
+    return chosen.select_mask(labels, truth, lightness)
+
+
+def _lesion_region(
+    labels: npt.NDArray[np.integer], _: npt.ArrayLike | None, lightness: npt.NDArray[np.floating] | None
+) -> tuple[int, npt.NDArray[np.bool_]]:
+    assert lightness is not None  # needs_images: checked before
+    return lesion_mask(labels, lightness)
+
+
+def _by_lesion(
+    labels: npt.NDArray[np.integer], truth: npt.ArrayLike | None, lightness: npt.NDArray[np.floating] | None
+) -> int:
+    return _lesion_region(labels, truth, lightness)[0]
 
 
 def _by_overlap(
@@ -238,6 +289,17 @@ registry.register_object(
         "the cluster of lowest mean lightness is the prediction (no ground truth)",
         _by_lightness,
         needs_images=True,
+    ),
+)
+registry.register_object(
+    "evaluation",
+    "lesion",
+    ClusterProtocol(
+        "the region scoring best on contrast with its surroundings, compactness, centrality, little contact with "
+        "excluded pixels and size is the prediction (no ground truth; the default rule)",
+        _by_lesion,
+        needs_images=True,
+        select_mask=_lesion_region,
     ),
 )
 registry.register_object(

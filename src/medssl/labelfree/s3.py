@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from medssl import registry
 from medssl.engine.fit_per_image import PerImageSystem, fit_per_image
+from medssl.labelfree.choose_k import with_clusters
 from medssl.labelfree.config import LabelFreeMethod, S3Config
 from medssl.labelfree.kmeans import kmeans, prepared_features
 from medssl.labelfree.regions import ClusterResult, finish_clusters
@@ -115,6 +116,7 @@ def s3_segment(image: npt.NDArray[np.generic], config: S3Config | None = None) -
     cfg.check()
     start = time.perf_counter()
     prepared, features = prepared_features(image, cfg)
+    cfg = with_clusters(cfg, features, prepared.valid)  # the K of the k-means start, for clusters: auto
     torch.manual_seed(cfg.seed)  # the network's initialisation
     x = standardise(features, prepared.valid)
     system = S3System(cfg, x.shape[1], torch.from_numpy(prepared.valid)[None])
@@ -125,14 +127,14 @@ def s3_segment(image: npt.NDArray[np.generic], config: S3Config | None = None) -
     working = np.zeros(prepared.valid.shape, dtype=np.int64)
     working[prepared.valid] = system.labels[0].numpy()[prepared.valid] + 1
     return finish_clusters(
-        working, prepared, cfg.clusters, cfg.min_region, iterations=len(history), start=start, losses=losses
+        working, prepared, int(cfg.clusters), cfg.min_region, iterations=len(history), start=start, losses=losses
     )
 
 
 def kmeans_start(features: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], config: S3Config) -> Tensor:
     """The k-means start: ``(1, h, w)`` labels in ``[0, clusters)`` of the ``(F, h, w)`` features (0 outside
     ``valid``)."""
-    assignment, _ = kmeans(features[:, valid].T, config.clusters, seed=config.seed)
+    assignment, _ = kmeans(features[:, valid].T, int(config.clusters), seed=config.seed)
     start_map = np.zeros(valid.shape, dtype=np.int64)
     start_map[valid] = assignment
     return torch.from_numpy(start_map)[None]
@@ -213,13 +215,13 @@ class S3System(PerImageSystem):
         self.previous = self.labels
         self._record = {"clusters": float(n_clusters), "changed": changed}
         if self.starting and self.start_labels is not None:
-            agreement = mean_iou(self.labels[valid], self.start_labels[valid], config.clusters)
+            agreement = mean_iou(self.labels[valid], self.start_labels[valid], int(config.clusters))
             self._record["agreement"] = agreement
             self.starting = agreement < config.start_agreement and step + 1 < config.start_iterations
             self._stop = False
             return
         self._stop = step + 1 >= config.min_iterations and (
-            n_clusters <= config.clusters or changed < config.stop_change
+            n_clusters <= int(config.clusters) or changed < config.stop_change
         )
 
     def step_record(self) -> dict[str, float]:

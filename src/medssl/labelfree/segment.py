@@ -2,9 +2,10 @@
 
 Output folder:
 - ``<stem><suffix>``: the cluster map of each input, same size (and geometry) as the input; clusters ``1..K``
-  from darkest to brightest, 0 outside the detected field of view. PNG for pictures (lossless formats keep
-  their suffix, as ``medssl predict`` does);
-- ``selected/<stem>.png`` (with ``select``): the cluster a no-ground-truth rule picks, as a 0/255 mask;
+  from darkest to brightest, 0 outside the detected field of view and on excluded artefacts. PNG for pictures
+  (lossless formats keep their suffix, as ``medssl predict`` does);
+- ``selected/<stem>.png``: the mask a no-ground-truth rule picks (``lesion`` unless ``select`` names another),
+  0/255;
 - ``overlays/page_XX.png``: every image with its clusters filled in colour, nine per page;
 - ``config.yaml``: the resolved settings; ``run.json``: per image the iterations, seconds and cluster sizes.
 """
@@ -30,7 +31,7 @@ from medssl.engine.run_folder import prepare_output_dir, progress_bar, save_json
 from medssl.errors import MedsslError
 from medssl.labelfree.config import LabelFreeConfig, label_free_method
 from medssl.labelfree.preprocess import image_lightness
-from medssl.labelfree.protocols import cluster_protocol, cluster_protocols, select_cluster
+from medssl.labelfree.protocols import DEFAULT_RULE, cluster_protocol, cluster_protocols, select_mask
 from medssl.labelfree.regions import ClusterResult
 from medssl.segment.predict import output_suffix, prediction_name
 
@@ -86,7 +87,8 @@ def segment_folder(
         out: output folder; an existing non-empty one is refused unless ``overwrite``.
         method: a registered label-free method (``s3``, ``kmeans``).
         config: the method's resolved settings.
-        select: also write the cluster picked by this no-ground-truth protocol (``border`` or ``darkest``).
+        select: the no-ground-truth rule whose mask is written into ``selected/`` (``lesion``, ``border``,
+            ``darkest``); None: ``DEFAULT_RULE`` (``lesion``).
         overwrite: replace an existing output folder.
         quiet: no progress bar.
         skip_bad_inputs: leave out the inputs that would be refused (listed at the end and in ``run.json``).
@@ -98,6 +100,7 @@ def segment_folder(
         MedsslError: no input image, an input that is unreadable, holds NaN/inf, is 3D or has other than 1 or 3
             channels (unless ``skip_bad_inputs``), an unknown rule, or an existing output.
     """
+    select = select or DEFAULT_RULE
     inputs, bad = _usable_inputs(Path(input_path), select, quiet=quiet, skip_bad_inputs=skip_bad_inputs)
     out_dir = prepare_output_dir(out, kind="segment", overwrite=overwrite, inputs=(input_path,))
     (out_dir / "config.yaml").write_text(
@@ -111,10 +114,10 @@ def segment_folder(
         result.records.append(record)
         page.append(case)
         if len(page) == _PER_PAGE:
-            result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
+            result.overlays.append(_save_page(page, config.most_clusters, out_dir, len(result.overlays) + 1))
             page = []
     if page:
-        result.overlays.append(_save_page(page, config.clusters, out_dir, len(result.overlays) + 1))
+        result.overlays.append(_save_page(page, config.most_clusters, out_dir, len(result.overlays) + 1))
     save_json(out_dir / "run.json", {"method": method, "images": result.records, "skipped": bad})
     print_skipped_inputs(bad)
     return result
@@ -140,9 +143,9 @@ def _usable_inputs(
 
 
 def _segment_one(
-    path: Path, out_dir: Path, method: str, config: LabelFreeConfig, select: str | None
+    path: Path, out_dir: Path, method: str, config: LabelFreeConfig, select: str
 ) -> tuple[Path, dict[str, Any], OverlayCase]:
-    """Segment one input and write its cluster map (and its selected cluster with ``select``).
+    """Segment one input and write its cluster map and the mask the ``select`` rule picks.
 
     Returns:
         The map's path, the image's ``run.json`` record and its case for the overlay pages.
@@ -153,11 +156,11 @@ def _segment_one(
     map_path = out_dir / f"{name}{output_suffix(meta.source)}"
     write_image(map_path, clusters.labels.astype(np.uint8), meta)
     record = _record(name, clusters)
-    if select is not None:
-        chosen = _select(select, clusters, image)
-        write_image(out_dir / "selected" / f"{name}.png", ((clusters.labels == chosen) * 255).astype(np.uint8), meta)
-        record["selected_cluster"] = chosen
-    return map_path, record, _overlay_case(name, image, clusters.labels, config.clusters, meta.physical)
+    chosen, mask = _select(select, clusters, image)
+    write_image(out_dir / "selected" / f"{name}.png", (mask * 255).astype(np.uint8), meta)
+    record["selected_rule"] = select
+    record["selected_cluster"] = chosen
+    return map_path, record, _overlay_case(name, image, clusters.labels, config.most_clusters, meta.physical)
 
 
 def input_problem(image: npt.NDArray[np.generic], meta: ImageMeta, name: str) -> str | None:
@@ -196,12 +199,13 @@ def _record(name: str, clusters: ClusterResult) -> dict[str, Any]:
         "cluster_sizes": {str(i): int(n) for i, n in enumerate(sizes) if i > 0 and n > 0},
         "outside_field_of_view": int(sizes[0]) if len(sizes) else 0,
         "hair_pixels_working_size": int(clusters.prepared.hair.sum()),
+        "artefact_pixels_working_size": {k: int(v.sum()) for k, v in clusters.prepared.artefacts.items()},
     }
 
 
-def _select(rule: str, clusters: ClusterResult, image: npt.NDArray[np.generic]) -> int:
+def _select(rule: str, clusters: ClusterResult, image: npt.NDArray[np.generic]) -> tuple[int, npt.NDArray[np.bool_]]:
     lightness = image_lightness(image) if cluster_protocol(rule).needs_images else None
-    return select_cluster(rule, clusters.labels, None, lightness)
+    return select_mask(rule, clusters.labels, None, lightness)
 
 
 def _overlay_case(

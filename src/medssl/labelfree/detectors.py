@@ -1,0 +1,220 @@
+"""Detectors of the artefacts that dermoscopy from many devices carries, run before clustering.
+
+Each detector works on the working-size picture (CIELAB ``(3, h, w)`` or its lightness ``(h, w)``) and returns a
+boolean mask. What happens to the pixels is chosen per artefact (``medssl.labelfree.preprocess``):
+
+- calibration patches and stickers (``patch_mask``): saturated, uniform, compact regions touching the image or
+  field-of-view border. **Excluded** (label 0, like the field of view): they are large and not skin, and filling
+  them from their edge would invent a flat skin-coloured area that clusters as skin or as a lesion.
+- rulers and scale marks (``ruler_mask``): a long straight high-contrast bar near an edge with periodic ticks.
+  **Excluded**: bars are wide, lie at the edge where no lesion needs them, and filling them smears the edge.
+- ink marks (``ink_mask``): purple or blue strokes (a hue rule in CIELAB). **Inpainted** from the nearest
+  skin: strokes are thin and often drawn around or across the lesion, so excluding them would cut holes into
+  the lesion or its surrounding skin that the lesion-choosing rule then reads as artefact contact.
+- dark corners and vignettes beyond the centred field of view (``dark_corner_mask``): dark regions connected
+  to an image corner and lying mostly outside the inscribed ellipse. **Excluded**, as the field of view: dark
+  pixels otherwise join the darkest cluster, with the lesion.
+
+Thresholds were set on synthetic pictures and the first 40 PH2 images (CIELAB units: L* in [0, 100]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float32]
+
+# Patches: chroma above which any hue is foreign to skin and lesions (PH2 lesions and skin stay under ~45), and
+# above which a hue outside skin's red-to-yellow range is foreign; the skin hue range in degrees.
+_PATCH_CHROMA = 55.0
+_FOREIGN_CHROMA = 22.0
+_SKIN_HUE = (-25.0, 105.0)
+_PATCH_MIN_SHARE = 0.002  # of the picture
+_PATCH_EXTENT = 0.45  # area over bounding-box area: compact (strokes and rings are far below)
+_PATCH_STD = 10.0  # spread of L* inside: uniform
+# Rulers: top-hat window, contrast (L*), the outer band searched, least bar length (share of the side), the
+# reach of the ticks beyond the bar, and the least number of ticks.
+_RULER_WINDOW = 15
+_RULER_DEPTH = 18.0
+_RULER_BAND = 0.25
+_RULER_LENGTH = 0.3
+_TICK_REACH = 12
+_MIN_TICKS = 5
+_TICK_SPREAD = 0.35
+# Ink: purple-to-blue hues (degrees) and least chroma; least stroke size (share of the picture).
+_INK_HUE = (-165.0, -20.0)
+_INK_CHROMA = 18.0
+_INK_MIN_SHARE = 0.0005
+# Dark corners: darker than this share of the median lightness inside, and this share of the region outside
+# the inscribed ellipse.
+_CORNER_DARK = 0.6
+_CORNER_OUTSIDE = 0.6
+
+
+def chroma_hue(lab: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """CIELAB chroma and hue angle (degrees in (-180, 180]) of a ``(3, h, w)`` picture."""
+    return np.hypot(lab[1], lab[2]).astype(np.float32), np.degrees(np.arctan2(lab[2], lab[1])).astype(np.float32)
+
+
+def _touches_edge(region: BoolArray, outside: BoolArray) -> bool:
+    """Whether a region reaches within 2 pixels of the image edge or of ``outside`` pixels."""
+    near = ndimage.binary_dilation(np.pad(outside, 2, constant_values=True), iterations=2)[2:-2, 2:-2]
+    return bool((region & near).any())
+
+
+def patch_mask(lab: FloatArray, valid: BoolArray) -> BoolArray:
+    """Coloured calibration patches and stickers: connected regions of foreign colour (chroma above
+    ``_PATCH_CHROMA``, or above ``_FOREIGN_CHROMA`` with a hue outside skin's) that touch the image or field-of-view
+    border, cover at least ``_PATCH_MIN_SHARE`` of the picture, are compact and uniform.
+
+    Args:
+        lab: ``(3, h, w)`` CIELAB picture.
+        valid: ``(h, w)`` field of view.
+
+    Returns:
+        ``(h, w)`` mask of the patches, grown by 2 pixels (their blurred rims).
+    """
+    chroma, hue = chroma_hue(lab)
+    skin_hue = (hue >= _SKIN_HUE[0]) & (hue <= _SKIN_HUE[1])
+    foreign = ((chroma > _PATCH_CHROMA) | ((chroma > _FOREIGN_CHROMA) & ~skin_hue)) & valid
+    foreign = ndimage.binary_opening(foreign, iterations=2)  # thin strokes (ink) are not patches
+    components, _ = ndimage.label(foreign)
+    found = np.zeros(valid.shape, dtype=bool)
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        region = components == index
+        area = int(region.sum())
+        extent = area / ((box[0].stop - box[0].start) * (box[1].stop - box[1].start))
+        if (
+            area >= _PATCH_MIN_SHARE * region.size
+            and extent >= _PATCH_EXTENT
+            and float(lab[0][region].std()) <= _PATCH_STD
+            and _touches_edge(region, ~valid)
+        ):
+            found |= region
+    return ndimage.binary_dilation(found, iterations=2) & valid if found.any() else found
+
+
+def ruler_mask(luminance: FloatArray, valid: BoolArray) -> BoolArray:
+    """Rulers and scale marks: a straight bar (darker or brighter than a closing or opening of
+    ``_RULER_WINDOW``) at least ``_RULER_LENGTH`` of the side long, parallel to and within ``_RULER_BAND`` of an
+    image edge, with at least ``_MIN_TICKS`` regularly spaced ticks next to it (a straight hair has none).
+
+    Args:
+        luminance: ``(h, w)`` lightness.
+        valid: ``(h, w)`` field of view.
+
+    Returns:
+        ``(h, w)`` mask of the bars and their ticks, grown by 1 pixel.
+    """
+    found = np.zeros(valid.shape, dtype=bool)
+    if not valid.any():
+        return found
+    # Outside the field of view the median inside, so that its dark rim is no bar.
+    filled = np.where(valid, luminance, np.float32(np.median(luminance[valid])))
+    footprint = np.ones((_RULER_WINDOW, _RULER_WINDOW), dtype=bool)
+    dark = ndimage.grey_closing(filled, footprint=footprint) - filled > _RULER_DEPTH
+    bright = filled - ndimage.grey_opening(filled, footprint=footprint) > _RULER_DEPTH
+    for thin in (dark & valid, bright & valid):  # one polarity at a time: the gaps between dark ticks are bright
+        found |= _horizontal_rulers(thin) | _horizontal_rulers(thin.T).T
+    return ndimage.binary_dilation(found) & valid if found.any() else found
+
+
+def _horizontal_rulers(thin: BoolArray) -> BoolArray:
+    """The horizontal bars with regular ticks (``ruler_mask``) among the ``thin`` contrast pixels, with their
+    ticks."""
+    h, w = thin.shape
+    band = np.zeros_like(thin)
+    edge = max(1, round(_RULER_BAND * h))
+    band[:edge], band[h - edge :] = True, True
+    bars = ndimage.binary_opening(thin & band, structure=np.ones((1, max(3, round(_RULER_LENGTH * w))), bool))
+    components, n = ndimage.label(bars)
+    found = np.zeros_like(thin)
+    for index in range(1, n + 1):
+        bar = components == index
+        rows = np.flatnonzero(bar.any(axis=1))
+        cols = np.flatnonzero(bar.any(axis=0))
+        near = slice(max(rows[0] - _TICK_REACH, 0), rows[-1] + _TICK_REACH + 1)
+        along = slice(cols[0], cols[-1] + 1)
+        ticks = np.zeros_like(thin)
+        ticks[near, along] = thin[near, along]
+        ticks &= ~ndimage.binary_dilation(bar)
+        if _regular_ticks(np.asarray(ticks.any(axis=0))[along]):
+            found |= bar | ticks
+    return found
+
+
+def _regular_ticks(profile: npt.NDArray[np.bool_]) -> bool:
+    """Whether a profile along a bar holds at least ``_MIN_TICKS`` runs, narrow (under half the gap between
+    them on average) and regularly spaced (gaps between run starts vary by less than ``_TICK_SPREAD`` of their
+    mean)."""
+    edges = np.diff(np.concatenate([[0], profile.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if len(starts) < _MIN_TICKS:
+        return False
+    gaps = np.diff(starts)
+    widths = stops - starts
+    return bool(gaps.std() < _TICK_SPREAD * gaps.mean() and widths.mean() < 0.5 * gaps.mean())
+
+
+def ink_mask(lab: FloatArray, valid: BoolArray) -> BoolArray:
+    """Ink marks: purple-to-blue pixels (hue in ``_INK_HUE``, chroma above ``_INK_CHROMA``) in strokes of at least
+    ``_INK_MIN_SHARE`` of the picture, grown by 1 pixel.
+
+    Args:
+        lab: ``(3, h, w)`` CIELAB picture.
+        valid: ``(h, w)`` pixels to search.
+
+    Returns:
+        ``(h, w)`` mask of the strokes.
+    """
+    chroma, hue = chroma_hue(lab)
+    ink = (hue >= _INK_HUE[0]) & (hue <= _INK_HUE[1]) & (chroma > _INK_CHROMA) & valid
+    components, n = ndimage.label(ink, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return ink
+    sizes = np.bincount(components.ravel(), minlength=n + 1)
+    keep = sizes >= _INK_MIN_SHARE * ink.size
+    keep[0] = False
+    strokes = keep[components]
+    return ndimage.binary_dilation(strokes) & valid if strokes.any() else strokes
+
+
+def inpaint_nearest(features: FloatArray, holes: BoolArray) -> FloatArray:
+    """``(F, h, w)`` features with the ``holes`` pixels taken from their nearest pixel outside the holes."""
+    if not holes.any() or holes.all():
+        return features
+    _, (rows, cols) = ndimage.distance_transform_edt(holes, return_indices=True)
+    return features[:, rows, cols]
+
+
+def dark_corner_mask(luminance: FloatArray, valid: BoolArray) -> BoolArray:
+    """Dark corners and off-centre vignettes: regions darker than ``_CORNER_DARK`` times the median lightness
+    inside ``valid`` that contain an image corner and lie mostly (``_CORNER_OUTSIDE``) outside the ellipse
+    inscribed in the picture; a lesion touching one border lies mostly inside it and is kept.
+
+    Args:
+        luminance: ``(h, w)`` lightness.
+        valid: ``(h, w)`` field of view (what the field-of-view step already removed is not searched).
+
+    Returns:
+        ``(h, w)`` mask of the dark corners.
+    """
+    h, w = luminance.shape
+    if not valid.any():
+        return np.zeros_like(valid)
+    dark = (luminance < _CORNER_DARK * float(np.median(luminance[valid]))) & valid
+    components, _ = ndimage.label(dark, structure=np.ones((3, 3), dtype=bool))
+    rows, cols = np.mgrid[:h, :w]
+    outside = np.hypot((rows - (h - 1) / 2) / (h / 2), (cols - (w - 1) / 2) / (w / 2)) > 1.0
+    corners = components[[0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1]]
+    found = np.zeros_like(valid)
+    for index in set(corners[corners > 0].tolist()):
+        region = components == index
+        if float(outside[region].mean()) >= _CORNER_OUTSIDE:
+            found |= region
+    return ndimage.binary_dilation(found, iterations=2) & valid if found.any() else found

@@ -1,0 +1,98 @@
+"""The ground-truth-free lesion rule: one region, chosen by contrast, compactness, centre, contact and size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medssl.errors import MedsslError
+from medssl.labelfree.lesion import lesion_mask, score_regions
+from medssl.labelfree.protocols import cluster_protocols, darkest_cluster, select_cluster, select_mask
+from medssl.metrics.overlap import dice
+
+ROWS, COLS = np.mgrid[:120, :120]
+SKIN, LESION, DARKER = 70.0, 40.0, 15.0
+
+
+def _picture(lesion: np.ndarray, *dark_regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A two-cluster map (1: the lesion and the dark regions, 2: skin) and its noisy lightness."""
+    labels = np.full(lesion.shape, 2, dtype=np.int64)
+    lightness = np.full(lesion.shape, SKIN)
+    labels[lesion] = 1
+    lightness[lesion] = LESION
+    for region in dark_regions:
+        labels[region] = 1
+        lightness[region] = DARKER
+    return labels, lightness + np.random.default_rng(0).normal(0, 3, lesion.shape)
+
+
+def _disc(row: float, col: float, radius: float) -> np.ndarray:
+    return np.hypot(ROWS - row, COLS - col) <= radius
+
+
+def test_the_lesion_wins_over_a_darker_region_at_the_border() -> None:
+    lesion = _disc(60, 62, 22)
+    corner = _disc(0, 0, 30)
+    strip = (ROWS >= 112) & (COLS >= 20) & (COLS < 100)
+    labels, lightness = _picture(lesion, corner, strip)
+    cluster, mask = lesion_mask(labels, lightness)
+    assert cluster == 1 and dice(mask, lesion) > 0.98  # the region only, not the whole dark cluster
+    separate = labels.copy()
+    separate[corner | strip] = 3  # the darker regions as their own cluster: "darkest" takes them
+    assert darkest_cluster(separate, lightness) == 3
+    assert dice(lesion_mask(separate, lightness)[1], lesion) > 0.98
+
+
+def test_a_small_central_lesion_is_kept() -> None:
+    lesion = _disc(58, 63, 7)  # about 1 % of the picture
+    assert 0.005 < lesion.mean() < 0.02
+    labels, lightness = _picture(lesion, _disc(119, 119, 25))
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_a_lesion_touching_one_border_is_kept() -> None:
+    lesion = _disc(60, 8, 28)  # cut by the left edge
+    labels, lightness = _picture(lesion, _disc(0, 119, 25))
+    spot = _disc(60, 64, 8)  # a faint central spot (a third cluster): central, but hardly darker than skin
+    labels[spot], lightness[spot] = 3, SKIN - 8
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_a_lesion_split_over_two_clusters_is_taken_whole() -> None:
+    lesion = _disc(60, 60, 25)
+    left, right = lesion & (COLS < 60), lesion & (COLS >= 60)
+    labels, lightness = _picture(lesion)
+    labels[right], lightness[right] = 2, lightness[right] + 12  # clusters: 1 left half, 2 right half, 3 skin
+    labels[~lesion] = 3
+    ranked = score_regions(labels, lightness)
+    assert ranked[0].clusters == (1, 2)
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.98
+    assert dice(lesion_mask(labels, lightness)[1], left) < 0.8
+
+
+def test_large_maps_are_scored_strided_and_mapped_back() -> None:
+    lesion = np.kron(_disc(60, 62, 22), np.ones((5, 5), bool))  # 600 x 600
+    labels, lightness = _picture(lesion)
+    _, mask = lesion_mask(labels, lightness)
+    assert mask.shape == (600, 600) and dice(mask, lesion) > 0.99
+
+
+def test_the_rule_is_registered_for_segment_and_evaluate() -> None:
+    lesion = _disc(60, 62, 22)
+    labels, lightness = _picture(lesion, _disc(0, 0, 30))
+    assert "lesion" in cluster_protocols(without_truth=True)
+    cluster, mask = select_mask("lesion", labels, None, lightness)
+    assert select_cluster("lesion", labels, None, lightness) == cluster == 1
+    assert dice(mask, lesion) > 0.98
+    assert np.array_equal(select_mask("border", labels)[1], labels == select_cluster("border", labels))
+    with pytest.raises(MedsslError, match="images"):
+        select_mask("lesion", labels)
+    with pytest.raises(MedsslError, match="shape"):
+        lesion_mask(labels, lightness[:10])
+
+
+def test_a_lesion_of_a_few_percent_beats_a_smaller_darker_clump() -> None:
+    lesion = _disc(70, 40, 11)  # about 2.6 % of the picture
+    clump = _disc(55, 70, 6)  # under 1 %, darker and nearer the centre (a clump of hair)
+    labels, lightness = _picture(lesion, clump)
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
