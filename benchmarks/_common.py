@@ -80,3 +80,16 @@ def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def finetune_once(data: Path, run: Path, label: str, **options: Any) -> Path:
+    """``medssl.api.finetune`` into ``run`` unless it has finished (``result.json``); an interrupted run (a last
+    checkpoint) is resumed, a folder without one is replaced. The grids of the benchmarks run in parts this way."""
+    if (run / "result.json").is_file():
+        return run
+    from medssl import api
+
+    print(f"finetune {label}", flush=True)
+    last = (run / "checkpoints" / "last.ckpt").is_file()
+    api.finetune(data, run, resume=last, overwrite=run.is_dir() and not last, quiet=True, **options)
+    return run

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, require, write_result
-from medssl import api
+from _common import DATA, finetune_once, require, write_result
 from medssl.data.layouts import discover
 from medssl.data.split import make_split
 from medssl.engine.experiment_report import read_run, summarize_runs
@@ -79,21 +78,15 @@ def run_one(
 ) -> Path:
     """Fine-tune one grid point unless it has finished; an interrupted one is resumed."""
     n, variant, init, seed = key
-    run = work / f"n{n}" / f"{variant}+{init}" / f"seed{seed}"
-    if (run / "result.json").is_file():
-        return run
     args: argparse.Namespace = kw["args"]
-    print(f"finetune N={n} {variant}+{init} seed {seed}", flush=True)
-    api.finetune(
+    return finetune_once(
         data,
-        run,
+        work / f"n{n}" / f"{variant}+{init}" / f"seed{seed}",
+        f"N={n} {variant}+{init} seed {seed}",
         label_fraction=n / n_train,
         seed=seed,
         max_steps=args.max_steps,
         init=kw["encoder"] if init == "autoencoder" else None,
-        resume=run.is_dir() and (run / "checkpoints" / "last.ckpt").is_file(),
-        overwrite=run.is_dir() and not (run / "checkpoints" / "last.ckpt").is_file(),
-        quiet=True,
         val_interval=args.val_interval,
         patience=args.patience,
         target_spacing=spec["target_spacing"],
@@ -101,7 +94,6 @@ def run_one(
         batch_size=spec["batch_size"],
         **finetune_options(variant, args),
     )
-    return run
 
 
 def hd95(run: Path) -> float:

@@ -49,8 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, require, write_result
-from medssl import api
+from _common import DATA, finetune_once, require, write_result
 from medssl.data.io import read_label, stem, write_image
 from medssl.data.layouts import Case, DatasetIndex, discover
 from medssl.data.layouts.paired import ANNOTATIONS
@@ -211,25 +210,18 @@ def check_split(run: Path, split: Mapping[str, Any]) -> None:
 
 def run_one(work: Path, method: str, seed: int, data: Path, split_file: Path, args: argparse.Namespace) -> Path:
     """Train one (method, seed) unless it has finished; an interrupted one is resumed."""
-    run = work / method / f"seed{seed}"
-    if (run / "result.json").is_file():
-        return run
-    print(f"finetune {method} seed {seed}", flush=True)
-    api.finetune(
+    return finetune_once(
         data,
-        run,
+        work / method / f"seed{seed}",
+        f"{method} seed {seed}",
         seed=seed,
         max_steps=args.max_steps,
         split_file=split_file,
-        resume=run.is_dir() and (run / "checkpoints" / "last.ckpt").is_file(),
-        overwrite=run.is_dir() and not (run / "checkpoints" / "last.ckpt").is_file(),
-        quiet=True,
         val_interval=args.val_interval,
         patience=args.patience,
         system=SYSTEMS[method],
         **DATASETS[args.dataset]["finetune"],
     )
-    return run
 
 
 def structure_scores(run: Path) -> dict[str, dict[str, float | None]]:

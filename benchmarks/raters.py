@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, RESULTS, require, write_result
-from medssl import api
+from _common import DATA, RESULTS, finetune_once, require, write_result
 from medssl.data.io import read_image
 from medssl.data.layouts import discover
 from medssl.data.loading import load_checked_case
@@ -68,24 +67,18 @@ def fixed_split(ids: list[str], path: Path) -> dict[str, Any]:
 
 def train(data: Path, run: Path, method: str, seed: int, split: Path, args: argparse.Namespace) -> Path:
     """One plateau run of ``method`` unless it has finished (an interrupted one is resumed)."""
-    if (run / "result.json").is_file():
-        return run
-    print(f"finetune {method} seed {seed}", flush=True)
-    api.finetune(
+    return finetune_once(
         data,
         run,
+        f"{method} seed {seed}",
         seed=seed,
         max_steps=args.max_steps,
         split_file=split,
-        resume=(run / "checkpoints" / "last.ckpt").is_file(),
-        overwrite=run.is_dir() and not (run / "checkpoints" / "last.ckpt").is_file(),
-        quiet=True,
         val_interval=args.val_interval,
         patience=args.patience,
         **CONFIG,
         **METHODS[method],
     )
-    return run
 
 
 def test_case(case: Any, index: Any) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
