@@ -181,7 +181,7 @@ def test_batches_are_dicts_of_named_fields() -> None:
 # --------------------------------------------------------------------------------------------- every system
 
 
-def _plan(dims: int, task: str = "labelmap") -> Plan:
+def _plan(dims: int, task: str = "labelmap", raters: bool = False) -> Plan:
     return Plan(
         spatial_dims=dims,
         data_dims=dims,
@@ -195,6 +195,7 @@ def _plan(dims: int, task: str = "labelmap") -> Plan:
         patch_size=[16] * dims,
         channels=[4, 8],
         batch_size=2,
+        extra={"raters": ["r1", "r2"]} if raters else {},
     )
 
 
@@ -204,8 +205,8 @@ MULTILABEL = "-multilabel"  # a segmentation system on a multi-label plan
 def _system(name: str, dims: int, seed: int = 0) -> System:
     torch.manual_seed(seed)
     if name.removesuffix(MULTILABEL) in kinds.names("segmentation"):
-        plan = _plan(dims, "multilabel" if name.endswith(MULTILABEL) else "labelmap")
         cls = kinds.get("segmentation", name.removesuffix(MULTILABEL))
+        plan = _plan(dims, "multilabel" if name.endswith(MULTILABEL) else "labelmap", raters=cls.uses_raters)
         system: System = cls.for_run(plan, FinetuneConfig(affine_probability=1.0), seed=seed)
         return system
     return registry.create(name, spatial_dims=dims, in_channels=1, channels=SMALL)
@@ -215,6 +216,8 @@ def _batch(name: str, dims: int) -> Batch:
     x = images(dims, batch=2)
     if name.endswith(MULTILABEL):
         return {"image": x, "target": torch.cat([x > 0.3, x > 0.5, x > 0.7], 1).float()}
+    if name in kinds.names("segmentation") and kinds.get("segmentation", name).uses_raters:  # two raters' maps
+        return {"image": x, "target": torch.cat([(x * 3).clamp(max=2).floor(), (x * 3 + 0.4).clamp(max=2).floor()], 1)}
     if name in kinds.names("segmentation"):
         return {"image": x, "target": (x * 3).clamp(max=2).floor()}
     return {"image": x, "target": torch.zeros_like(x)}
@@ -222,7 +225,12 @@ def _batch(name: str, dims: int) -> Batch:
 
 # every registered pretraining method and segmentation system (each segmentation system on both kinds of plan)
 SEGMENTATION = kinds.names("segmentation")
-SYSTEMS = [*registry.names(), *SEGMENTATION, *(name + MULTILABEL for name in SEGMENTATION)]
+# (the systems that learn from several raters take label maps only)
+SYSTEMS = [
+    *registry.names(),
+    *SEGMENTATION,
+    *(name + MULTILABEL for name in SEGMENTATION if not kinds.get("segmentation", name).uses_raters),
+]
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
 
 from medssl import registry
+from medssl.data.plan import Plan
+from medssl.errors import MedsslError
 from medssl.segment.inference import predict_logits
 from medssl.segment.mrnet import raters_mean_dice
 from medssl.segment.supervised import SupervisedSegmentation
@@ -39,6 +43,11 @@ class RaterMeanSegmentation(SupervisedSegmentation):
     """
 
     uses_raters = True
+
+    def __init__(self, network: nn.Module, plan: Plan, **settings: Any) -> None:
+        super().__init__(network, plan, **settings)
+        if plan.task != "labelmap":
+            raise MedsslError("the rater-mean system needs label-map masks (one per rater), not a multi-label dataset")
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """``{"loss": soft cross-entropy + soft Dice}`` against the raters' mean of the augmented patches."""
