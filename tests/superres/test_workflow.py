@@ -36,7 +36,8 @@ def test_three_steps_then_apply(volumes: Path, tmp_path: Path) -> None:
     assert trained.steps == 3
     result = json.loads((run / "result.json").read_text())
     assert result["system"] == "seran" and result["global_step"] == 3 and result["parameters"] > 0
-    assert result["psnr_curve"]["steps"] == [2] and math.isfinite(result["best_val_psnr"])
+    curve = result["validation_curve"]  # the run workflow's, from the monitored val_psnr
+    assert curve["monitor"] == "val_psnr" and curve["steps"] == [2] and math.isfinite(result["best_val_psnr"])
     ids = [f"vol{i}" for i in range(5)]
     split = json.loads((run / "split.json").read_text())
     expected = split_volumes(ids, 0.0, 0.2, seed=0)

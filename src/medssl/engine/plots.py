@@ -33,7 +33,8 @@ def plot_training_curves(metrics_csv: str | Path | Sequence[str | Path], out_png
 
 
 def read_curves(metrics_csv: str | Path | Sequence[str | Path]) -> dict[str, tuple[list[int], list[float]]]:
-    """``{column: (steps, values)}`` of the ``train_*`` and ``val_dice`` columns of Lightning's CSV logs.
+    """``{column: (steps, values)}`` of the ``train_*`` and ``val_*`` columns (``val_dice``, a super-resolution
+    run's ``val_psnr``) of Lightning's CSV logs.
 
     Steps are optimiser steps taken, counted from 1, as in checkpoints and ``global_step``: Lightning's ``step``
     column is the 0-based index of the step (a value logged after the 10th step, and the validation after it,
@@ -48,7 +49,7 @@ def read_curves(metrics_csv: str | Path | Sequence[str | Path]) -> dict[str, tup
             for row in csv.DictReader(fh):
                 step = int(float(row.get("step") or 0)) + 1
                 for key in row:
-                    if (key.startswith("train_") or key == "val_dice") and row.get(key):
+                    if key.startswith(("train_", "val_")) and row.get(key):
                         series.setdefault(key, ([], []))
                         series[key][0].append(step)
                         series[key][1].append(float(row[key]))

@@ -17,7 +17,6 @@ interface the workflow reseeds and checkpoints, so that resume continues the sam
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from medssl.data.sampling import PatchDataset
 from medssl.engine.module import SCHEDULES
 from medssl.engine.pretraining import read_images
 from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
-from medssl.engine.run_folder import metric_logs, save_json
+from medssl.engine.run_folder import save_json
 from medssl.errors import MedsslError
 from medssl.superres.degradation import MODES, SliceSampler, make_pair, split_volumes
 from medssl.superres.system import HIGH_RES, SYSTEMS, SuperResolution, build, normalise
@@ -287,24 +286,11 @@ class SuperResRecipe(RunRecipe):
             **model,
             "parameters": parameters,
             "best_val_psnr": trained.best_score,
-            "psnr_curve": _psnr_curve(trained.run),
             "split": self._counts(),
         }
 
     def _counts(self) -> dict[str, int]:
         return {side: len(getattr(self.split, side)) for side in ("train", "val", "test")}
-
-
-def _psnr_curve(run: Path) -> dict[str, list[Any]]:
-    """``{"steps": [...], "values": [...]}``: validation PSNR after each validation (steps counted from 1)."""
-    steps, values = [], []
-    for log in metric_logs(run):
-        with log.open() as fh:
-            for row in csv.DictReader(fh):
-                if row.get("val_psnr"):
-                    steps.append(int(float(row.get("step") or 0)) + 1)
-                    values.append(float(row["val_psnr"]))
-    return {"steps": steps, "values": values}
 
 
 def train(
