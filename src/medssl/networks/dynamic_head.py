@@ -24,8 +24,7 @@ from torch.nn import functional as F
 from medssl.errors import MedsslError
 from medssl.networks import layers
 from medssl.networks.encoders import Encoder
-from medssl.networks.task_outputs import TaskOutputs
-from medssl.networks.unet import UNetDecoder
+from medssl.networks.task_outputs import SharedUNet
 
 __all__ = ["DoDNet", "DynamicHead"]
 
@@ -123,7 +122,7 @@ class DynamicHead(nn.Module):
         return logits.reshape(b, t * self.out_per_task, *features.shape[2:])
 
 
-class DoDNet(TaskOutputs):
+class DoDNet(SharedUNet):
     """DoDNet: a shared encoder-decoder (the project's U-Net decoder on any ``Encoder``) and a ``DynamicHead``.
 
     ``forward(x, task)`` gives ``(B, out_per_task, *S)`` logits of each sample's task ``task[b]``;
@@ -157,14 +156,8 @@ class DoDNet(TaskOutputs):
         norm: str | None = None,
         act: str | None = None,
     ) -> None:
-        if not isinstance(encoder, Encoder):
-            raise MedsslError(f"DoDNet needs a medssl Encoder, got {type(encoder).__name__}")
-        super().__init__(encoder.spatial_dims, encoder.in_channels, num_tasks, out_per_task, background_logit)
-        norm = norm if norm is not None else str(getattr(encoder, "norm_name", "instance"))
-        act = act if act is not None else str(getattr(encoder, "act_name", "leakyrelu"))
-        self.encoder = encoder
-        self.decoder = UNetDecoder(encoder.spatial_dims, encoder.channels, encoder.strides, norm, act)
-        self.head = DynamicHead(
+        super().__init__(encoder, num_tasks, out_per_task, background_logit, norm, act)
+        self.head: DynamicHead = DynamicHead(
             self.decoder.out_channels,
             encoder.out_channels,
             num_tasks,
@@ -174,11 +167,6 @@ class DoDNet(TaskOutputs):
         )
         scale = encoder.strides[0]
         self.up: nn.Module = layers.upsample(self.spatial_dims, scale) if scale > 1 else nn.Identity()
-
-    @property
-    def required_divisor(self) -> int:
-        """Every spatial input size must be divisible by this (the encoder's deepest stride)."""
-        return self.encoder.required_divisor
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self.encoder.check_input(x)

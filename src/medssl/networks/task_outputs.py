@@ -31,7 +31,7 @@ from medssl.networks import layers
 from medssl.networks.encoders import Encoder
 from medssl.networks.unet import UNetDecoder, UNetHead
 
-__all__ = ["MultiHeadUNet", "SeparateUNets", "SigmoidUNet", "TaskHeads", "TaskOutputs"]
+__all__ = ["MultiHeadUNet", "SeparateUNets", "SharedUNet", "SigmoidUNet", "TaskHeads", "TaskOutputs"]
 
 
 class TaskOutputs(nn.Module):
@@ -104,8 +104,9 @@ class TaskHeads(nn.Module):
         return x.reshape(features.shape[0], -1, *features.shape[2:])
 
 
-class _SharedUNet(TaskOutputs):
-    """An ``Encoder`` and the U-Net decoder, with the head a subclass sets (``self.head``: decoded -> logits)."""
+class SharedUNet(TaskOutputs):
+    """An ``Encoder`` and the U-Net decoder, with the head a subclass sets (``self.head``: decoded -> logits); DoDNet
+    and the static-head baselines build on it."""
 
     def __init__(
         self,
@@ -135,7 +136,7 @@ class _SharedUNet(TaskOutputs):
         return out
 
 
-class MultiHeadUNet(_SharedUNet):
+class MultiHeadUNet(SharedUNet):
     """The shared U-Net with one static ``TaskHeads`` head per task (DoDNet's multi-head baseline).
 
     Args:
@@ -170,7 +171,7 @@ class MultiHeadUNet(_SharedUNet):
         self.head = nn.Sequential(heads, layers.upsample(self.spatial_dims, scale)) if scale > 1 else heads
 
 
-class SigmoidUNet(_SharedUNet):
+class SigmoidUNet(SharedUNet):
     """One U-Net with a sigmoid output per structure (MultiTalent-style; the loss masks unannotated ones).
 
     Args:
