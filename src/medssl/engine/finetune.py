@@ -239,14 +239,11 @@ class FinetuneRecipe(RunRecipe):
     def datasets(self, plan: Plan) -> tuple[PatchDataset, Dataset[Any]]:
         # partially labelled data: each patch and validation case says which structures it annotates
         partial = self.index.partially_annotated
-        train_x, train_y = _prepare(self._train_cases(), plan)
+        train_x, train_y = self._prepare(self._train_cases(), plan)
         train_fields = {"annotated": annotated_rows(self._train_cases(), plan)} if partial else None
-        if self.uses_raters:  # every rater's mask is the target
-            train_y = rater_targets([self.by_id[i] for i in self.split["train_labelled"]], self.index, plan)
         self.train_cases = None  # preprocessed: the raw arrays can go
         val = self._cases(self.split["val"][: self.cfg.max_val_cases])
-        val_x, val_y = _prepare(val, plan)
-        val_y = rater_targets([self.by_id[c.case_id] for c in val], self.index, plan) if self.uses_raters else val_y
+        val_x, val_y = self._prepare(val, plan)
         val_fields = {"annotated": annotated_rows(val, plan)} if partial else None
         cfg = self.cfg
         # One "epoch" per validation; a run shorter than val_interval validates once, at its last step.
@@ -267,6 +264,13 @@ class FinetuneRecipe(RunRecipe):
             else PatchDataset(train_x, train_y, plan.patch_size, samples, **options)
         )
         return patches, CaseDataset(val_x, val_y, case_fields=val_fields)
+
+    def _prepare(self, cases: list[LoadedCase], plan: Plan) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Images and targets on the plan's grid; every rater's mask is the target of a system that uses them."""
+        images = [preprocess_image(c.image, c.meta, plan) for c in cases]
+        if self.uses_raters:
+            return images, rater_targets([self.by_id[c.case_id] for c in cases], self.index, plan)
+        return images, [encode_target(c, plan) for c in cases]
 
     def _unlabelled_images(self, plan: Plan) -> list[np.ndarray]:
         """The unlabelled images, preprocessed: the training cases whose labels the run does not use (read now,
@@ -389,10 +393,6 @@ def labelled_index(data: str | Path) -> DatasetIndex:
     if warning:
         console.print(f"[yellow]warning:[/yellow] {data}: {warning}", highlight=False, soft_wrap=True)
     return index
-
-
-def _prepare(cases: list[LoadedCase], plan: Plan) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    return [preprocess_image(c.image, c.meta, plan) for c in cases], [encode_target(c, plan) for c in cases]
 
 
 __all__ = ["FinetuneResult", "TrainedModel", "run_finetune"]
