@@ -23,9 +23,9 @@ from medssl.config import FinetuneConfig
 from medssl.data.layouts import discover
 from medssl.data.loading import load_checked_case
 from medssl.data.plan import Plan
+from medssl.data.preprocess import encode_target, preprocess_image
 from medssl.data.sampling import PatchDataset, WithUnlabelledPatches, unlabelled_seed
 from medssl.data.split import make_split
-from medssl.engine.finetune import _prepare
 from medssl.errors import MedsslError
 from medssl.segment.supervised import SupervisedSegmentation
 from medssl.systems import Batch
@@ -161,7 +161,8 @@ def _old_stream(data: Path, run: Path, n_batches: int) -> list[dict[str, Tensor]
     plan = Plan.load(run / "plan.json")
     labelled = json.loads((run / "split.json").read_text())["train_labelled"]
     index = discover(data)
-    x, y = _prepare([load_checked_case(c, index) for c in index.cases if c.case_id in labelled], plan)
+    cases = [load_checked_case(c, index) for c in index.cases if c.case_id in labelled]
+    x, y = [preprocess_image(c.image, c.meta, plan) for c in cases], [encode_target(c, plan) for c in cases]
     stream = PatchDataset(
         x, y, plan.patch_size, 4, foreground_fraction=0.33, slice_axis=plan.slice_axis, flip_axes=[],
         intensity_probability=0.0, seed=0,
