@@ -294,6 +294,31 @@ def run_record(run: Path, method: str, seed: int) -> tuple[RunRecord, dict[str, 
     return record, row
 
 
+def previous_runs(path: Path, seeds: Sequence[int]) -> tuple[list[RunRecord], list[dict[str, Any]], dict[str, str]]:
+    """The runs of an earlier result JSON of this benchmark whose seed is not in ``seeds`` (a grid run in parts on
+    other machines), as records and rows, and where they came from (file and commit)."""
+    earlier = json.loads(path.read_text())
+    if not earlier.get("benchmark", "").startswith("partial_labels_"):
+        raise MedsslError(f"{path} is not a result of this benchmark")
+    rows = [r for r in earlier["results"]["runs"] if r["seed"] not in seeds]
+    records = [
+        RunRecord(
+            method=r["method"],
+            fraction=1.0,
+            seed=r["seed"],
+            mean_dice=r["test_dice"],
+            dice={s: v["dice"] for s, v in r["structures"].items()},
+            case_dice=r["case_dice"],
+            train_seconds=r["train_seconds"],
+            steps=r["steps"],
+            stopped=r["stopped"],
+            best_val_dice=r["best_val_dice"],
+        )
+        for r in rows
+    ]
+    return records, rows, {"file": path.name, "commit": earlier["commit"], "seeds": sorted({r["seed"] for r in rows})}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
@@ -305,6 +330,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, required=True, help="run folders (kept; finished runs are reused)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 each when two grids share 2 cores)")
     parser.add_argument("--prepare-only", action="store_true", help="write the split and partial dataset, no runs")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="an earlier result JSON whose runs of other seeds join this one (the grid run in parts)",
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.methods.split(",")) - set(SYSTEMS))
     if unknown:
@@ -330,8 +360,13 @@ def run_grid(args: argparse.Namespace) -> None:
     print(f"partial dataset {partial}, split {split_file}", flush=True)
     if args.prepare_only:
         return
-    records, runs = [], []
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    records: list[RunRecord] = []
+    runs: list[dict[str, Any]] = []
+    previous = None
+    if args.previous is not None:
+        records, runs, previous = previous_runs(args.previous, seeds)
+    for seed in seeds:
         for method in args.methods.split(","):
             run = run_one(work, method, seed, source if method == BOUND else partial, split_file, args)
             check_split(run, split)
@@ -349,6 +384,7 @@ def run_grid(args: argparse.Namespace) -> None:
                     "split": {k: len(split[k]) for k in ("train", "val", "test")},
                     "split_seed": 0,
                     "baseline": BASELINE,
+                    "previous": previous,
                 },
                 results={"summary": rows, "targets": targets(rows), "runs": runs},
             )

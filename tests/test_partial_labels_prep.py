@@ -149,3 +149,33 @@ def test_summary_compares_with_separate_and_full(pl: ModuleType) -> None:
     assert rows["full"]["diff_vs_full"] is None and rows["separate"]["diff_vs_separate"] is None
     assert rows["dodnet"]["hd95_heart"] == 2.5 and rows["dodnet"]["stopped"] == {"plateau": 2}
     assert pl.targets(list(rows.values())) == {"dodnet_ge_separate": True, "dodnet_within_2_points_of_full": True}
+
+
+def test_previous_runs_join_only_the_seeds_not_run_again(pl: ModuleType, tmp_path: Path) -> None:
+    def row(method: str, seed: int, dice: float) -> dict[str, object]:
+        return {
+            "method": method,
+            "seed": seed,
+            "test_dice": dice,
+            "structures": {"heart": {"dice": dice, "hd95": 3.0}},
+            "case_dice": {"a": dice, "b": dice - 0.1},
+            "train_seconds": 10.0,
+            "steps": 100,
+            "stopped": "plateau",
+            "best_val_dice": dice,
+        }
+
+    earlier = {
+        "benchmark": "partial_labels_jsrt",
+        "commit": "abc",
+        "results": {"runs": [row("dodnet", 0, 0.9), row("separate", 0, 0.8), row("dodnet", 1, 0.7)]},
+    }
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    records, rows, source = pl.previous_runs(path, [1, 2])
+    assert [(r.method, r.seed) for r in records] == [("dodnet", 0), ("separate", 0)]
+    assert records[1].dice == {"heart": 0.8} and records[1].case_dice["b"] == pytest.approx(0.7)
+    assert [r["seed"] for r in rows] == [0, 0] and source == {"file": "earlier.json", "commit": "abc", "seeds": [0]}
+    path.write_text(json.dumps({**earlier, "benchmark": "adversarial_ph2"}))
+    with pytest.raises(MedsslError, match="not a result of this benchmark"):
+        pl.previous_runs(path, [1])
