@@ -100,3 +100,17 @@ def test_2d_overlay_has_no_slice() -> None:
         assert fig.axes[0].get_title() == "case"
     finally:
         plt.close(fig)
+
+
+def test_a_super_resolution_run_draws_its_validation_psnr(tmp_path: Path) -> None:
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,step,train_loss,val_psnr\n0,9,0.2,\n0,9,,31.5\n0,19,0.1,\n0,19,,32.25\n"
+    )
+    fig = draw_training_curves(read_curves(tmp_path / "metrics.csv"))
+    try:
+        _, score_ax = fig.axes
+        np.testing.assert_array_equal(score_ax.lines[0].get_ydata(), [31.5, 32.25])
+        assert score_ax.get_ylabel() == "PSNR (dB)"
+        assert score_ax.get_ylim()[1] > 32.25  # not clipped to a Dice's [0, 1]
+    finally:
+        plt.close(fig)

@@ -58,8 +58,10 @@ def read_curves(metrics_csv: str | Path | Sequence[str | Path]) -> dict[str, tup
 
 def draw_training_curves(series: dict[str, tuple[list[int], list[float]]]) -> Figure:
     """The figure of ``plot_training_curves`` from ``read_curves`` output: each loss raw (faint) and as its
-    ``moving_average``; validation Dice with its best value marked. Series of one point are drawn as a marker."""
-    has_val = "val_dice" in series
+    ``moving_average``; the validation score (``val_dice``, or another ``val_*`` such as a super-resolution run's
+    ``val_psnr``) with its best value marked. Series of one point are drawn as a marker."""
+    scores = sorted((k for k in series if k.startswith("val_")), key=lambda k: (k != "val_dice", k))
+    has_val = bool(scores)
     fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.6), squeeze=False)
     axes = axes[0]
     losses = sorted((k for k in series if k.startswith("train_")), key=lambda k: (k != "train_loss", k))
@@ -77,15 +79,22 @@ def draw_training_curves(series: dict[str, tuple[list[int], list[float]]]) -> Fi
         axes[0].legend(fontsize=8)
     axes[0].set(xlabel="optimiser step", ylabel="loss", title="training loss")
     if has_val:
-        s, v = series["val_dice"]
+        s, v = series[scores[0]]  # val_dice first; every score monitored is "higher is better"
         axes[1].plot(s, v, "o-", color="C1")
         best = int(np.argmax(v))
         axes[1].annotate(f"best {v[best]:.3f}", (s[best], v[best]), textcoords="offset points", xytext=(0, -14))
-        axes[1].set(xlabel="optimiser step", ylabel="mean foreground Dice", title="validation Dice", ylim=(0, 1))
+        label, limits = _SCORE_AXES.get(scores[0], (scores[0].removeprefix("val_"), None))
+        axes[1].set(xlabel="optimiser step", ylabel=label, title=f"validation {label}", ylim=limits)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+_SCORE_AXES: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "val_dice": ("mean foreground Dice", (0.0, 1.0)),
+    "val_psnr": ("PSNR (dB)", None),
+}
 
 
 def moving_average(values: Sequence[float], window: int | None = None) -> np.ndarray:
