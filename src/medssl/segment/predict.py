@@ -35,11 +35,13 @@ _PICTURES = {".png", ".bmp", ".tif", ".tiff"}
 
 @dataclass
 class TrainedModel:
-    """A network with the plan it was trained under."""
+    """A network with the plan it was trained under (``data``: the training ``--data``, where known without the
+    run folder: an ONNX export carries it)."""
 
     network: nn.Module
     plan: Plan
     checkpoint: Path
+    data: str | None = None
 
 
 def build_network(plan: Plan) -> nn.Module:
@@ -94,6 +96,28 @@ def load_trained_model(run_dir: str | Path) -> TrainedModel:
     network = system.export()["network"]
     network.eval()
     return TrainedModel(network, plan, ckpt)
+
+
+def load_model(model: str | Path, backend: str | None = None) -> TrainedModel:
+    """The model ``predict --model`` names, run by ``backend``: ``torch`` (a run folder, ``load_trained_model``)
+    or ``onnx`` (a ``medssl export`` ``.onnx`` file, or a run folder exported in memory; ONNX Runtime on the CPU,
+    ``medssl.export.onnx``). Default: ``onnx`` for a ``.onnx`` file, else ``torch``.
+
+    Raises:
+        MedsslError: an unknown backend, a ``.onnx`` file with ``torch``, or the loader's errors (onnx or
+            onnxruntime missing, a file that is not a medssl export, a folder that is not a fine-tuning run).
+    """
+    onnx_file = Path(model).suffix == ".onnx"
+    backend = backend or ("onnx" if onnx_file else "torch")
+    if backend == "onnx":
+        from medssl.export.onnx import load_onnx_model
+
+        return load_onnx_model(model)
+    if backend != "torch":
+        raise MedsslError(f"--backend must be torch or onnx, not {backend!r}")
+    if onnx_file:
+        raise MedsslError(f"{model} is an ONNX export; it runs with --backend onnx")
+    return load_trained_model(model)
 
 
 def _check_saved_plan(saved: Any, plan: Plan, ckpt: Path, plan_file: Path) -> None:
@@ -201,6 +225,8 @@ def _image_kind(dims: int, channels: int) -> str:
 
 def _training_data(model: TrainedModel) -> str | None:
     """The ``--data`` the model was fine-tuned on, from its run folder's ``command.json`` (None if unknown)."""
+    if model.data or model.checkpoint.suffix != ".ckpt":
+        return model.data
     try:
         data = json.loads((model.checkpoint.parents[1] / "command.json").read_text()).get("data")
     except (OSError, ValueError, AttributeError):
