@@ -20,12 +20,15 @@ import yaml
 from typer.testing import CliRunner
 
 from medssl import api
+from medssl import registry as kinds
 from medssl.cli import app
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve
 from medssl.configs import find_config, preset_command, preset_path, presets
+from medssl.data.plan import Plan
 from medssl.engine.experiment import check_experiment_config
 from medssl.engine.module import SCHEDULES
 from medssl.errors import MedsslError
+from medssl.labelfree.config import S3Config, resolve_method_config
 from medssl.pretrain import create
 from medssl.systems.options import check_system_options
 from tests.test_options import flat_config
@@ -37,6 +40,19 @@ CLASSES: dict[str, type[Any]] = {
     "experiment label-efficiency": LabelEfficiencyConfig,
 }
 SHIPPED = sorted(presets())
+#: The last word of a GPU-size preset's name: ``paper`` (the paper's or its public code's sizes), ``gpu`` (no paper
+#: sizes exist: nnU-Net's), ``nnssl`` (the MIM study's recipe, pretrain-mim-nnssl).
+GPU_WORDS = ("paper", "gpu", "nnssl")
+#: The registry kinds a preset can train, and the first word of its name.
+PRESET_KINDS = {"pretraining": "pretrain", "segmentation": "finetune", "label-free": "segment"}
+_SUPERRES = "`medssl superres train` takes no --config (its settings come from --set only): no preset can reach it"
+#: Registered methods and systems without a GPU-size preset, and why (remove an entry when its preset arrives).
+NO_GPU_PRESET = {
+    ("super-resolution", "seran"): _SUPERRES,
+    ("super-resolution", "edsr"): _SUPERRES,
+    ("super-resolution", "rcan"): _SUPERRES,
+    ("label-free", "kmeans"): "no network and nothing to size: Lloyd iterations on pixel features, CPU-fast",
+}
 
 
 def test_the_presets_the_issue_asks_for_are_shipped_and_described() -> None:
@@ -45,6 +61,44 @@ def test_the_presets_the_issue_asks_for_are_shipped_and_described() -> None:
         assert shipped.get(name), f"{name}: missing, or without a first comment line"
     folder = resources.files("medssl.configs")
     assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml")) == sorted(f"{n}.yaml" for n in SHIPPED)
+
+
+def _gpu_presets() -> dict[tuple[str, str], list[str]]:
+    """(kind, method or system) -> its GPU-size presets, from the preset names and their ``method``/``system`` key."""
+    covered: dict[tuple[str, str], list[str]] = {}
+    for name in SHIPPED:
+        first, last = name.split("-")[0], name.split("-")[-1]
+        kind = next((k for k, word in PRESET_KINDS.items() if word == first), None)
+        if kind is None or last not in GPU_WORDS:
+            continue
+        values = yaml.safe_load(preset_path(name).read_text())
+        trained = values.get("method") or values.get("system", "supervised")  # a finetune preset's default system
+        covered.setdefault((kind, trained), []).append(name)
+    return covered
+
+
+def test_every_method_and_system_has_a_gpu_size_preset() -> None:
+    """Every registered pretraining method, fine-tuning system, label-free and super-resolution system has a preset
+    at its paper's (or nnU-Net's) sizes, named ``<command>-<name>[-...]-{paper,gpu,nnssl}``, or a reason in
+    ``NO_GPU_PRESET``: a method registered later without either fails here."""
+    covered = _gpu_presets()
+    registered = {(kind, name) for kind in (*PRESET_KINDS, "super-resolution") for name in kinds.names(kind)}
+    missing = sorted(registered - set(covered) - set(NO_GPU_PRESET))
+    assert not missing, f"no GPU-size preset (<command>-<name>-paper.yaml or -gpu.yaml) nor a reason: {missing}"
+    assert set(NO_GPU_PRESET) <= registered, "an exception for a method that is no longer registered"
+    assert not set(NO_GPU_PRESET) & set(covered), "an exception for a method that now has a preset: remove it"
+    for kind, trained in covered:
+        assert (kind, trained) in registered, f"{covered[kind, trained]}: {trained} is not a registered {kind} name"
+    for names in covered.values():
+        for name in names:  # the first comment line, shown by `medssl list presets`, names the sizes
+            assert re.search(r"\d", presets()[name]), f"{name}: its first comment line names no size"
+
+
+def test_a_segment_preset_holds_the_method_settings_it_says() -> None:
+    """``segment-s3-paper`` is ``S3Config.paper()`` exactly, and `medssl segment --config NAME` reads it."""
+    assert resolve_method_config("s3", "segment-s3-paper") == S3Config.paper()
+    with pytest.raises(MedsslError, match="is for method 's3', not 'kmeans'"):
+        resolve_method_config("kmeans", "segment-s3-paper")
 
 
 def test_pyproject_ships_every_preset() -> None:
@@ -59,23 +113,65 @@ def test_pyproject_ships_every_preset() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_preset_resolves_cleanly(name: str) -> None:
     """Resolved as the command that reads it would: config fields, and the method's or system's own options (a
-    misspelt key or a value of the wrong type fails here); the methods are built (on the meta device: no memory)."""
-    cls = CLASSES[preset_command(name)]  # a preset whose name says no command is not tested: refuse it
-    cfg = resolve(cls, name)
+    misspelt key or a value of the wrong type fails here). The networks are built on the meta device (no memory)
+    at the preset's widths, and run there on one input of its patch size: the shapes must work out."""
+    command = preset_command(name)
+    if command == "segment":  # a label-free method's settings, checked as `medssl segment --config` checks them
+        method = yaml.safe_load(preset_path(name).read_text())["method"]
+        resolve_method_config(method, name)
+        return
+    cfg = resolve(CLASSES[command], name)  # a preset whose name says no command is not tested: refuse it
     if isinstance(cfg, PretrainConfig):
         assert cfg.schedule in SCHEDULES  # checked only when training starts
         options = check_system_options("pretraining", cfg.method, cfg.method_options)
-        dims = 3 if options.get("preset") == "paper" else 2
+        dims = len(cfg.patch_size) if cfg.patch_size else 3 if options.get("preset") == "paper" else 2
+        widths = {"channels": tuple(cfg.channels)} if cfg.channels else {}
         with torch.device("meta"):
-            create(cfg.method, spatial_dims=dims, in_channels=1, **options)
+            encoder = create(cfg.method, spatial_dims=dims, in_channels=1, **widths, **options).encoder
+            if cfg.patch_size:
+                encoder(torch.empty(1, 1, *cfg.patch_size))
     elif isinstance(cfg, FinetuneConfig):
-        check_system_options("segmentation", cfg.system, cfg.system_options)
+        options = check_system_options("segmentation", cfg.system, cfg.system_options)
+        if cfg.patch_size and cfg.channels:
+            _run_on_meta(cfg, options)
     else:
         check_experiment_config(cfg)
         for method, options in cfg.method_options.items():
             check_system_options("pretraining", method, options)
             with torch.device("meta"):
                 create(method, spatial_dims=2, in_channels=1, **options)
+
+
+def _run_on_meta(cfg: FinetuneConfig, options: dict[str, Any]) -> None:
+    """Build ``cfg``'s system for a 2-class plan of its patch size and widths, and predict one patch (meta device)."""
+    assert cfg.patch_size and cfg.channels
+    dims = len(cfg.patch_size)
+    cls = kinds.get("segmentation", cfg.system)
+    plan = Plan(
+        spatial_dims=dims,
+        data_dims=dims,
+        in_channels=1,
+        task="labelmap",
+        class_values=[0, 1, 2],
+        class_names=["background", "a", "b"],
+        target_spacing=cfg.target_spacing,
+        normalization="zscore",
+        intensity=[],
+        patch_size=list(cfg.patch_size),
+        channels=list(cfg.channels),
+        batch_size=cfg.batch_size or 2,
+        extra={"raters": ["r1", "r2"]} if cls.uses_raters else {},
+    )
+    patch: tuple[int, ...] = tuple(cfg.patch_size)
+    try:
+        with torch.device("meta"):
+            logits = cls.for_run(plan, cfg, seed=0, **options).predict(torch.empty(1, 1, *patch))
+    except RuntimeError as error:  # a forward that reads values (MRNet checks its expertise vector) cannot run there
+        assert "meta tensors" in str(error)
+        patch = (2 ** len(cfg.channels),) * dims  # instead: on the CPU, the smallest patch the widths allow
+        with torch.no_grad():
+            logits = cls.for_run(plan, cfg, seed=0, **options).predict(torch.zeros(1, 1, *patch))
+    assert logits.shape == (1, 3, *patch)
 
 
 def test_the_finetune_preset_is_the_documented_defaults() -> None:

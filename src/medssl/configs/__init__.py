@@ -2,7 +2,8 @@
 a file of the same options.
 
 A preset's name is its file stem, and its first word names the configuration it holds: ``finetune*`` a
-``FinetuneConfig``, ``pretrain-*`` a ``PretrainConfig``, ``label-efficiency*`` a ``LabelEfficiencyConfig``. Its first
+``FinetuneConfig``, ``pretrain-*`` a ``PretrainConfig``, ``label-efficiency*`` a ``LabelEfficiencyConfig``,
+``segment-*`` the settings of a label-free method (``medssl segment``; its ``method`` key names which). Its first
 comment line says what it is for (``medssl list presets`` prints it). A preset is one new ``*.yaml`` file here:
 the package data of ``pyproject.toml`` ships every one, and ``tests/test_presets.py`` resolves every one.
 """
@@ -18,7 +19,12 @@ __all__ = ["find_config", "preset_command", "preset_path", "presets"]
 
 _SUFFIX = ".yaml"
 #: The first word of a preset's name -> the command that reads it.
-_COMMANDS = {"finetune": "finetune", "pretrain": "pretrain", "label": "experiment label-efficiency"}
+_COMMANDS = {
+    "finetune": "finetune",
+    "pretrain": "pretrain",
+    "label": "experiment label-efficiency",
+    "segment": "segment",
+}
 
 
 def presets() -> dict[str, str]:
