@@ -1,12 +1,13 @@
-"""Training patches drawn from preprocessed cases held in memory, with nnU-Net's foreground oversampling
-and cheap per-sample intensity augmentation (spatial augmentation runs batched in torch, see
+"""Training patches drawn from preprocessed cases, held in memory or read patch by patch from a store
+(``medssl.data.store.StoredVolume``), with nnU-Net's foreground oversampling and cheap per-sample intensity
+augmentation (spatial augmentation runs batched in torch, see
 ``medssl.segment.augment``), and whole cases for validation and test. Both yield dicts named as a
 ``medssl.systems.Batch`` (``image``, ``target``, and any extra per-case field such as ``raters``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -14,19 +15,34 @@ from torch.utils.data import Dataset
 
 from medssl.systems.base import IMAGE, TARGET, UNLABELLED
 
-__all__ = ["CaseDataset", "PatchDataset", "WithUnlabelledPatches", "unlabelled_seed"]
+__all__ = ["CaseDataset", "PatchDataset", "Volume", "WithUnlabelledPatches", "unlabelled_seed"]
 
 _MAX_FG_COORDS = 20000
 
 
+class Volume(Protocol):
+    """What patches are cut from: a ``(C, *spatial)`` numpy array, or anything indexed like one that returns the
+    indexed voxels as an array (``medssl.data.store.StoredVolume``: a stored case that reads only the patch)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def ndim(self) -> int: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
 class PatchDataset(Dataset[dict[str, torch.Tensor]]):
-    """Random patches ``{"image": (C, *patch), "target": (T, *patch), <extra>: (E, *patch)}`` from in-memory cases.
+    """Random patches ``{"image": (C, *patch), "target": (T, *patch), <extra>: (E, *patch)}`` from in-memory cases
+    or stored ones (only the patch, or the slice's patch, is indexed out of each array: a ``StoredVolume`` reads
+    nothing else).
 
     The target and every extra field are cut, sliced and flipped exactly like the image; only the image gets the
     intensity augmentation.
 
     Args:
-        images: preprocessed ``(C, *spatial)`` float32 arrays.
+        images: preprocessed ``(C, *spatial)`` float32 arrays, or volumes indexed like them (``Volume``).
         targets: ``(T, *spatial)`` uint8 arrays on the same grids, or None: image-only patches (no ``target``
             field, no foreground to oversample: plain random crops, e.g. pretraining).
         patch_size: patch per spatial axis of the network (2 values for a 2D network on volumes).
@@ -48,7 +64,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(
         self,
-        images: list[np.ndarray],
+        images: Sequence[Volume],
         targets: list[np.ndarray] | None,
         patch_size: list[int],
         samples: int,
@@ -98,17 +114,18 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         i = int(rng.integers(len(self.images)))
         fg = self.fg[i]
         centre = fg[rng.integers(len(fg))] if len(fg) and rng.random() < self.fg_fraction else None
-        arrays = {IMAGE: self.images[i]}
+        volumes: dict[str, Volume] = {IMAGE: self.images[i]}
         if self.targets is not None:
-            arrays[TARGET] = self.targets[i]
-        arrays.update({name: per_case[i] for name, per_case in self.extras.items()})
+            volumes[TARGET] = self.targets[i]
+        volumes.update({name: per_case[i] for name, per_case in self.extras.items()})
+        at = None  # (array axis, index) of the slice that a 2D network takes of a volume
         if self.slice_axis is not None:
             ax = self.slice_axis + 1
-            k = int(centre[self.slice_axis]) if centre is not None else int(rng.integers(arrays[IMAGE].shape[ax]))
-            arrays = {name: np.take(a, k, axis=ax) for name, a in arrays.items()}
+            k = int(centre[self.slice_axis]) if centre is not None else int(rng.integers(volumes[IMAGE].shape[ax]))
+            at = (ax, k)
             if centre is not None:
                 centre = np.delete(centre, self.slice_axis)
-        arrays = self._crop(arrays, centre, rng)
+        arrays = self._crop(volumes, centre, rng, at)
         for a in self.flip_axes:
             if rng.random() < 0.5:
                 arrays = {name: np.flip(v, a + 1) for name, v in arrays.items()}
@@ -117,10 +134,17 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         return item | {name: torch.from_numpy(per_case[i]) for name, per_case in self.case_fields.items()}
 
     def _crop(
-        self, arrays: dict[str, np.ndarray], centre: np.ndarray | None, rng: np.random.Generator
+        self,
+        arrays: dict[str, Volume],
+        centre: np.ndarray | None,
+        rng: np.random.Generator,
+        at: tuple[int, int] | None = None,
     ) -> dict[str, np.ndarray]:
-        """The same patch of every array (zero-padded where it leaves the image)."""
+        """The same patch of every array (of its slice ``at``: array axis, index), zero-padded where it leaves the
+        image; one indexing of each array, which is all a ``StoredVolume`` reads."""
         shape = np.asarray(arrays[IMAGE].shape[1:])
+        if at is not None:
+            shape = np.delete(shape, at[0] - 1)
         patch = np.asarray(self.patch)
         if centre is None:
             start = np.array(
@@ -131,9 +155,11 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             start = np.clip(start, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
         lo = np.maximum(start, 0)
         hi = np.minimum(start + patch, shape)
-        region = (slice(None), *(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)))
+        region: list[int | slice] = [slice(None), *(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))]
+        if at is not None:
+            region.insert(at[0], at[1])
         pad = [(0, 0)] + [(int(a - s), int(s + p - b)) for a, b, s, p in zip(lo, hi, start, patch, strict=True)]
-        return {name: np.pad(a[region], pad) for name, a in arrays.items()}
+        return {name: np.pad(a[tuple(region)], pad) for name, a in arrays.items()}
 
     def _intensity(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.p_intensity:
@@ -153,7 +179,7 @@ class WithUnlabelledPatches(PatchDataset):
     flipped and intensity-augmented like the labelled images.
 
     Args:
-        unlabelled: preprocessed ``(C, *spatial)`` float32 images of the pool (at least one).
+        unlabelled: preprocessed ``(C, *spatial)`` float32 images (or ``Volume``) of the pool, at least one.
         images, targets, patch_size, samples, options: as ``PatchDataset``.
 
     Raises:
@@ -162,12 +188,12 @@ class WithUnlabelledPatches(PatchDataset):
 
     def __init__(
         self,
-        images: list[np.ndarray],
+        images: Sequence[Volume],
         targets: list[np.ndarray] | None,
         patch_size: list[int],
         samples: int,
         *,
-        unlabelled: list[np.ndarray],
+        unlabelled: Sequence[Volume],
         **options: Any,
     ) -> None:
         if not unlabelled:
@@ -237,7 +263,7 @@ class CaseDataset(Dataset[dict[str, torch.Tensor]]):
 
 
 def _fields(
-    images: list[np.ndarray], targets: list[np.ndarray] | None, extras: Mapping[str, list[np.ndarray]] | None
+    images: Sequence[Volume], targets: list[np.ndarray] | None, extras: Mapping[str, list[np.ndarray]] | None
 ) -> dict[str, list[np.ndarray]]:
     """The extra fields, once checked: one array per image, each on its image's grid, no name taken by the image or
     target (a mismatch would otherwise crop the wrong voxels silently)."""
@@ -256,7 +282,7 @@ def _fields(
 
 
 def _case_fields(
-    images: list[np.ndarray], extras: Mapping[str, list[np.ndarray]], fields: Mapping[str, list[np.ndarray]] | None
+    images: Sequence[Volume], extras: Mapping[str, list[np.ndarray]], fields: Mapping[str, list[np.ndarray]] | None
 ) -> dict[str, list[np.ndarray]]:
     """The non-spatial per-case fields, once checked: one array per image, no name taken by another field."""
     fields = dict(fields or {})
