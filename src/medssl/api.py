@@ -19,6 +19,7 @@ from medssl.data.layouts import discover_input_cases
 from medssl.data.loading import bad_inputs_error, print_skipped_inputs
 from medssl.data.merge import merged_for_run
 from medssl.data.preprocess import probabilities_to_labels
+from medssl.data.store_prepare import prepare_store as prepare_store  # `medssl data prepare`
 from medssl.engine.experiment import ExperimentResult
 from medssl.engine.finetune import FinetuneResult, run_finetune
 from medssl.engine.pretraining import PretrainResult, run_pretrain
@@ -30,7 +31,7 @@ from medssl.networks.weights import load_checkpoint_file
 from medssl.segment.predict import (
     check_inputs,
     expertise_vector,
-    load_trained_model,
+    load_model,
     predict_probabilities,
     read_input,
     write_prediction,
@@ -130,6 +131,8 @@ def pretrain(
     overwrite: bool = False,
     accelerator: str = "auto",
     precision: str = "32-true",
+    devices: int | str = 1,
+    num_nodes: int = 1,
     quiet: bool = False,
     preset: str | None = None,
     skip_bad_cases: bool = False,
@@ -142,11 +145,13 @@ def pretrain(
     (``temperature=0.2``, ``medssl list pretraining --options``) that go on top of the config's ``method_options``;
     all are checked before any data is read. ``preset`` is the method's ``preset`` option (PGL's ``"paper"``: a 3D
     ResNet-50). ``RUN/encoder.pt`` is for ``finetune(init=...)`` with the same ``channels`` (and a U-Net encoder).
+    ``devices`` / ``num_nodes`` > 1: DDP, each process with ``batch_size`` patches and its own views
+    (``docs/distributed.md``).
     """
     from medssl.pretrain import names
 
     _check_dims(dims)
-    check_trainer_options(accelerator, 1, precision)
+    check_trainer_options(accelerator, devices, precision, num_nodes)
     fields, given = split_config_fields(PretrainConfig, options)
     named = {"batch_size": batch_size, "patch_size": patch_size, "channels": channels, "lr": lr}
     cfg = resolve(PretrainConfig, config, method=method, max_steps=max_steps, **named, **fields)
@@ -168,6 +173,8 @@ def pretrain(
             overwrite=overwrite,
             accelerator=accelerator,
             precision=precision,
+            devices=devices,
+            num_nodes=num_nodes,
             quiet=quiet,
             skip_bad_cases=skip_bad_cases,
         )
@@ -275,16 +282,18 @@ def predict(
     skip_bad_inputs: bool = False,
     raters: str | None = None,
     probabilities: bool = False,
+    backend: str | None = None,
 ) -> list[Path]:
-    """Predict every image under ``input`` with the run folder ``model``; outputs named by input stem, written
-    with the input's geometry. Returns the files written.
+    """Predict every image under ``input`` with the run folder (or ``medssl export`` ``.onnx`` file) ``model``;
+    outputs named by input stem, written with the input's geometry. Returns the files written.
 
     Every input is read and checked first (readable, finite, the model's dimensionality and channels): one the
     model cannot take is refused before anything is written, or left out and listed with ``skip_bad_inputs``.
     ``raters``: for a model trained on several raters (system mrnet), whose opinion to predict: ``uniform``, a
     rater's name, or one weight per rater (``1,0``); see ``medssl.segment.predict.expertise_vector``.
-    ``probabilities``: also write each class's probability map under ``out/probabilities/<class>/``."""
-    trained = load_trained_model(model)
+    ``probabilities``: also write each class's probability map under ``out/probabilities/<class>/``.
+    ``backend``: ``torch`` or ``onnx`` (ONNX Runtime, same tiles and post-processing; see ``load_model``)."""
+    trained = load_model(model, backend)
     if raters is not None:
         trained.network.set_expertise(expertise_vector(trained, raters))  # type: ignore[operator]
     check_output_location(out, (model, input))  # before the inputs are read

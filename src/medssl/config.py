@@ -29,6 +29,9 @@ class FinetuneConfig:
     Attributes:
         max_steps: optimiser steps in total.
         val_interval: steps between validations (and checkpoint decisions).
+        checkpoint_interval: steps between saves of ``checkpoints/last.ckpt`` between validations (each validation
+            saves it too), so that a run killed outright (SIGKILL, a lost node) loses at most this many steps when
+            resumed with ``--resume``; a save takes about as long as a few training steps of a small network.
         batch_size: patches per step.
         patch_size: training patch (and sliding-window) size per spatial axis.
         channels: U-Net widths per scale.
@@ -67,6 +70,7 @@ class FinetuneConfig:
 
     max_steps: int = 2000
     val_interval: int = 200
+    checkpoint_interval: int = 50
     batch_size: int | None = None
     patch_size: list[int] | None = None
     channels: list[int] | None = None
@@ -311,6 +315,7 @@ BOUNDS: dict[type[Any], dict[str, Bound]] = {
     FinetuneConfig: {
         "max_steps": _AT_LEAST_1,
         "val_interval": _AT_LEAST_1,
+        "checkpoint_interval": _AT_LEAST_1,
         **_SIZES,
         "lr": _POSITIVE,
         "weight_decay": _NON_NEGATIVE,

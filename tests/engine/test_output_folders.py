@@ -368,3 +368,18 @@ def test_removed_on_failure_touches_only_the_folder_the_block_marked(tmp_path: P
         (new / "checkpoints" / "last.ckpt").write_bytes(b"x")
         raise RuntimeError
     assert (new / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("var", ["RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"])
+def test_only_rank_zero_owns_the_run_folder_whichever_launcher_set_the_rank(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    from medssl.engine.run_folder import is_main_process
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert is_main_process()
+    monkeypatch.setenv(var, "0")
+    assert is_main_process()
+    monkeypatch.setenv(var, "1")  # srun sets only SLURM_PROCID before Lightning reads it
+    assert not is_main_process()

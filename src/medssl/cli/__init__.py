@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from medssl.cli import commands, experiments, superres  # noqa: F401  (they register the commands on the app)
+from medssl.cli import commands, experiments, export, prepare, superres  # noqa: F401  (they register the commands on the app)
 from medssl.cli.common import app, err_console
 from medssl.errors import MedsslError
 

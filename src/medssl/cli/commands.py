@@ -27,6 +27,7 @@ from medssl.cli.common import (
     print_summary,
     resumable,
 )
+from medssl.cli.export import Backend
 from medssl.config import FinetuneConfig, PretrainConfig
 from medssl.errors import MedsslError
 
@@ -137,7 +138,6 @@ def finetune(
     score the held-out test cases."""
     from medssl import api
 
-    n_devices: int | str = int(devices) if devices.isdigit() else devices
     flags = {
         "dims": dims,
         "label_fraction": label_fraction,
@@ -147,7 +147,7 @@ def finetune(
         "config": config,
         "resume": resume,
         "overwrite": overwrite,
-        "devices": n_devices,
+        "devices": int(devices) if devices.isdigit() else devices,
         "num_nodes": num_nodes,
         "accelerator": accelerator,
         "precision": precision,
@@ -183,6 +183,8 @@ def pretrain(
     config: ConfigFile = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, views and patches.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    devices: Annotated[str, typer.Option("--devices", help="Devices per node (DDP when > 1), or 'auto'.")] = "1",
+    num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = "32-true",
     overwrite: Overwrite = False,
@@ -203,6 +205,8 @@ def pretrain(
         "seed": seed,
         "resume": resume,
         "overwrite": overwrite,
+        "devices": int(devices) if devices.isdigit() else devices,
+        "num_nodes": num_nodes,
         "accelerator": accelerator,
         "precision": precision,
         "quiet": quiet,
@@ -234,6 +238,7 @@ def predict(
     probabilities: Annotated[
         bool, typer.Option("--probabilities", help="Also write each class's probability map (out/probabilities/).")
     ] = False,
+    backend: Backend = None,
 ) -> None:
     """Sliding-window prediction; outputs named by input stem, with the input's geometry."""
     from medssl import api
@@ -250,6 +255,7 @@ def predict(
         skip_bad_inputs=skip_bad_inputs,
         raters=raters,
         probabilities=probabilities,
+        backend=backend,
     )
     out_console.print(f"wrote {len(written)} file(s) to {out}")
 

@@ -142,6 +142,7 @@ class FinetuneRecipe(RunRecipe):
         self.label_fraction, self.seed, self.init, self.init_record = label_fraction, seed, init, init_record
         self.split_file, self.skip_bad_cases = split_file, skip_bad_cases
         self.log_every = min(10, cfg.val_interval)
+        self.checkpoint_every = cfg.checkpoint_interval  # last.ckpt between validations: what a SIGKILL may lose
         self.test_summary: dict[str, dict[str, float]] = {}
         self.train_cases: list[LoadedCase] | None = None
         self.folder_images: list[LoadedCase] = []  # the images of cfg.unlabelled

@@ -8,17 +8,20 @@ Labels in the dataset are ignored. The exported ``RUN/encoder.pt`` has the plan'
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medssl.config import PretrainConfig
 from medssl.data.layouts import DatasetIndex, discover
 from medssl.data.loading import LoadedCase, bad_cases_error, load_checked_cases, print_skipped
 from medssl.data.plan import Fingerprint, Plan, compute_fingerprint, make_plan
 from medssl.data.preprocess import preprocess_image
-from medssl.data.sampling import PatchDataset
+from medssl.data.sampling import PatchDataset, Volume
+from medssl.data.store import Store, StoredVolume, is_store, open_store
 from medssl.engine.module import SCHEDULES
 from medssl.engine.run import Progress, RunRecipe, TrainedRun, TrainingSettings, run_training
 from medssl.engine.run_folder import is_main_process
@@ -57,6 +60,8 @@ def run_pretrain(
     precision: str = "32-true",
     quiet: bool = False,
     skip_bad_cases: bool = False,
+    devices: int | str = 1,
+    num_nodes: int = 1,
 ) -> PretrainResult:
     """Pretrain an encoder with the registered self-supervised method ``cfg.method`` on every image of ``data``.
 
@@ -69,7 +74,8 @@ def run_pretrain(
         seed: seed of the initialisation, the views and the patch stream.
         cases: pretrain on these case ids only (e.g. the training cases of a split, keeping test images out).
         resume: continue an interrupted run from ``checkpoints/last.ckpt`` (with the run's ``plan.json``).
-        accelerator, precision: Lightning Trainer settings (one device).
+        accelerator, precision, devices, num_nodes: Lightning Trainer settings (DDP when more than one process:
+            each process draws its own patches and views, see ``docs/distributed.md``).
         quiet: no progress bars.
         skip_bad_cases: leave out the images ``medssl data check`` would report (unreadable, NaN/inf, channel
             files or dimensionality that disagree; listed, and recorded in ``command.json``) instead of refusing.
@@ -85,17 +91,10 @@ def run_pretrain(
         raise MedsslError(f"schedule must be one of {', '.join(SCHEDULES)}, not {cfg.schedule!r}")
     recipe = PretrainRecipe(data, cfg, dims=dims, seed=seed, cases=cases, skip_bad_cases=skip_bad_cases)
     settings = TrainingSettings(
-        max_steps=cfg.max_steps,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_steps,
-        seed=seed,
-        max_minutes=cfg.max_minutes,
-        accelerator=accelerator,
-        precision=precision,
-        quiet=quiet,
-    )
+        cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_steps, seed=seed,
+        max_minutes=cfg.max_minutes, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        precision=precision, quiet=quiet,
+    )  # fmt: skip
     trained = run_training(recipe, out, settings, resume=resume, overwrite=overwrite)
     loss = trained.trainer.callback_metrics.get("train_loss")
     encoder = trained.files.get("encoder")
@@ -151,6 +150,10 @@ class PretrainRecipe(RunRecipe):
     method ``cfg.method`` (checkpoint keys ``method.*``), ``last.ckpt`` every ``checkpoint_interval`` steps, and the
     method's encoder exported as ``encoder.pt``.
 
+    ``data`` may also be a store of ``medssl data prepare`` (a folder with ``store.json``): then no image is read
+    whole into memory (the patches are read from the stored files, ``StoredVolume``), the fingerprint and target
+    spacing are the store's, and the store's cases were checked when it was prepared.
+
     Args: see ``run_pretrain``.
     """
 
@@ -169,6 +172,8 @@ class PretrainRecipe(RunRecipe):
     ) -> None:
         self.data, self.cfg, self.dims, self.seed, self.cases = data, cfg, dims, seed, cases
         self.skip_bad_cases = skip_bad_cases
+        self.store: Store | None = None
+        self.volumes: list[StoredVolume] = []
         self.checkpoint_every = cfg.checkpoint_interval
         self.log_every = min(cfg.log_interval, cfg.max_steps)
 
@@ -177,14 +182,29 @@ class PretrainRecipe(RunRecipe):
         return (self.data,)
 
     def read(self, progress: Progress) -> None:
-        """Read and check every image of the dataset (of ``cases`` only, when given)."""
+        """Read and check every image of the dataset (of ``cases`` only, when given); of a store, its index only."""
+        if is_store(self.data):
+            self.store = open_store(self.data)
+            self.volumes = self.store.volumes(self.cases)
+            self.loaded: list[LoadedCase] = []
+            self.skipped = dict(self.store.skipped)
+            return
         self.index, self.loaded, self.skipped = read_images(
             self.data, cases=self.cases, skip_bad_cases=self.skip_bad_cases, progress=progress
         )
 
     def make_plan(self) -> tuple[Plan, Fingerprint]:
-        fp = compute_fingerprint(self.loaded, self.index.modality, seed=self.seed)
         cfg = self.cfg
+        spacing = cfg.target_spacing
+        if self.store is not None:
+            fp, spacing = self.store.fingerprint, self.store.plan.target_spacing
+            if cfg.target_spacing is not None and [float(s) for s in cfg.target_spacing] != spacing:
+                raise MedsslError(
+                    f"the store {self.data} holds images at spacing {spacing}, not target_spacing "
+                    f"{cfg.target_spacing}; prepare a store at that spacing (`medssl data prepare --spacing`)"
+                )
+        else:
+            fp = compute_fingerprint(self.loaded, self.index.modality, seed=self.seed)
         plan = make_plan(
             fp,
             spatial_dims=self.dims,
@@ -192,7 +212,7 @@ class PretrainRecipe(RunRecipe):
             channels=cfg.channels,
             batch_size=cfg.batch_size,
             require_labels=False,
-            target_spacing=cfg.target_spacing,
+            target_spacing=spacing,
         )
         return plan, fp
 
@@ -212,11 +232,17 @@ class PretrainRecipe(RunRecipe):
         return {"config.yaml": config, "command.json": command}
 
     def patch_seed(self, seed: int, rank: int) -> int:
-        return seed  # one process
+        # rank 0 (and a one-process run) as before; under DDP every other process its own stream
+        return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
     def datasets(self, plan: Plan) -> tuple[PatchDataset, None]:
-        images = [preprocess_image(c.image, c.meta, plan) for c in self.loaded]
-        self.loaded = []
+        images: Sequence[Volume]
+        if self.store is not None:
+            _check_store_plan(self.store, plan)  # a resumed run's plan.json may come from another store
+            images = self.volumes
+        else:
+            images = [preprocess_image(c.image, c.meta, plan) for c in self.loaded]
+            self.loaded = []
         patches = PatchDataset(
             images,
             None,  # image-only patches: plain random crops
@@ -254,3 +280,14 @@ class PretrainRecipe(RunRecipe):
             "final_loss": float(loss) if loss is not None else None,
             "channels": list(plan.channels),
         }
+
+
+def _check_store_plan(store: Store, plan: Plan) -> None:
+    """Refuse a store whose images were preprocessed otherwise than ``plan`` says (grid, channels, normalisation)."""
+    fields = ("target_spacing", "normalization", "intensity", "in_channels", "data_dims")
+    differ = [f for f in fields if getattr(store.plan, f) != getattr(plan, f)]
+    if differ:
+        raise MedsslError(
+            f"the store {store.root} was preprocessed with another {', '.join(differ)} than this run's plan.json "
+            "(resume the run with the store it started from)"
+        )

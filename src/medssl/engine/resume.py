@@ -8,13 +8,19 @@ last checkpoint written. The CLI exits with 128 + the signal number: 130 for SIG
 Checkpoints also carry the random streams that Lightning does not save (the patch sampler's generators, and
 torch's global generator where the model draws from it), so that a resumed run on one device draws the same
 patches, augmentations and views as an uninterrupted run and ends with the same weights. Under DDP each process
-has its own patch stream; a resumed DDP run reseeds it from the seed and the step instead (same distribution,
-other patches).
+has its own random streams (``seed_rank_streams``); a checkpoint holds rank 0's only, so a resumed DDP run reseeds
+every process's streams from its seed, rank and the step instead (same distribution, other draws: the same step
+count, a loss within noise, not the same weights).
+
+A SIGKILL cannot be caught: what survives is the last checkpoint written. ``checkpoint_every`` saves ``last.ckpt``
+between validations too (the same mid-epoch save as a signal's), so that a killed run loses at most that many steps
+and, resumed on one device, still ends bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import signal
 import threading
@@ -30,11 +36,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
+from torch import nn
 
 from medssl.data.sampling import PatchDataset, WithUnlabelledPatches
 from medssl.engine.run_folder import is_main_process
 
-__all__ = ["ResumableTraining", "TrainingInterrupted", "resume_command", "say_where_resumed"]
+__all__ = ["ResumableTraining", "TrainingInterrupted", "resume_command", "say_where_resumed", "seed_rank_streams"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 console = Console(stderr=True)
@@ -112,12 +119,26 @@ class ResumableTraining(Callback):
         patches: the training patch dataset, whose generator is saved and restored (read in the main process:
             the loaders use ``num_workers=0``).
         global_rng: also save and restore torch's global generators (for models that draw from them).
+        seed: the run's seed; under DDP every process but rank 0 reseeds its random streams from it and its rank
+            when training starts (``seed_rank_streams``: after Lightning's DDP set-up, which resets every process to
+            the seed of ``seed_everything``).
+        checkpoint_every: also save ``last`` every this many batches between validations (None: only on a signal),
+            so that a SIGKILL loses at most that many steps. The last batch before a validation is left to the
+            validation's own checkpoint (saved before it, the resumed run would skip that validation).
     """
 
     def __init__(
-        self, last: Path, command: str, patches: PatchDataset | None = None, *, global_rng: bool = False
+        self,
+        last: Path,
+        command: str,
+        patches: PatchDataset | None = None,
+        *,
+        global_rng: bool = False,
+        seed: int = 0,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.last, self.command, self.patches, self.global_rng = last, command, patches, global_rng
+        self.seed, self.checkpoint_every = seed, checkpoint_every
         self.signum: int | None = None
         self.saved_step: int | None = None  # step of the last checkpoint written or restored
         self._trainer: L.Trainer | None = None
@@ -203,6 +224,10 @@ class ResumableTraining(Callback):
             self._install()
         restored, self._restored = self._restored, None
         if restored is None:
+            if trainer.global_rank > 0:
+                # the same initialisation on every rank (DDP starts from rank 0's weights anyway), then each process
+                # its own views and augmentations; rank 0 draws what it drew before
+                seed_rank_streams(pl_module, self.seed, trainer.global_rank)
             return
         epoch_loop = trainer.fit_loop.epoch_loop
         if epoch_loop.restarted_on_last and epoch_loop.batch_progress.is_last_batch and trainer.enable_validation:
@@ -222,6 +247,9 @@ class ResumableTraining(Callback):
                 self.patches.reseed(int(seed))
         if single and not restored.get("at_epoch_end", False):
             _set_global_rng(restored)
+        if not single:
+            # the checkpoint holds rank 0's streams, which every process has just loaded: give each its own again
+            seed_rank_streams(pl_module, self.seed, trainer.global_rank, trainer.global_step)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -234,9 +262,16 @@ class ResumableTraining(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        before_validation = trainer.enable_validation and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if not self._stop_requested(trainer):
+            if (
+                self.checkpoint_every
+                and not before_validation
+                and _batches(trainer, pl_module) % self.checkpoint_every == 0
+            ):
+                trainer.save_checkpoint(self.last, weights_only=False)  # every process calls it, rank 0 writes
             return
-        if trainer.enable_validation and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if before_validation:
             return  # the validation and the epoch-end checkpoint come first; stop at the next batch
         trainer.save_checkpoint(self.last, weights_only=False)
         raise _Stop
@@ -269,6 +304,27 @@ class ResumableTraining(Callback):
         # first step, as in the uninterrupted run: restore now, before the resumed run creates that loader.
         if state_dict.get("at_epoch_end", False) and (self._trainer is None or self._trainer.world_size == 1):
             _set_global_rng(state_dict)
+
+
+def seed_rank_streams(module: nn.Module, *words: int) -> None:
+    """Reseed torch's, NumPy's and Python's global generators, and every ``torch.Generator`` that a submodule of
+    ``module`` holds as an attribute (a system's augmentation stream), from ``words`` (seed, rank[, step]).
+
+    Under DDP every process is seeded alike (``seed_everything``: the same initialisation); without this, the
+    processes would draw the same crops, flips and intensity changes for their different images.
+    """
+    seeds = np.random.SeedSequence([int(w) for w in words]).generate_state(3)
+    torch.manual_seed(int(seeds[0]))
+    np.random.seed(int(seeds[1]))
+    random.seed(int(seeds[2]))
+    owned = [v for m in module.modules() for v in vars(m).values() if isinstance(v, torch.Generator)]
+    for i, generator in enumerate(owned, start=1):
+        generator.manual_seed(int(np.random.SeedSequence([*map(int, words), i]).generate_state(1)[0]))
+
+
+def _batches(trainer: L.Trainer, module: L.LightningModule) -> int:
+    """Batches trained so far (Lightning's ``global_step`` counts every optimiser group's step)."""
+    return trainer.global_step // max(1, len(getattr(module, "group_names", [None])))
 
 
 def _set_global_rng(state: dict[str, Any]) -> None:

@@ -110,9 +110,9 @@ class RunRecipe(abc.ABC):
     Attributes:
         kind: the command (``finetune``, ``pretrain``): the run folder's marker and the resume message.
         module_name: checkpoint key prefix of the system (``model``: ``medssl predict`` and ``--init`` read it).
-        monitor: validation score that picks ``checkpoints/best.ckpt`` (higher is better), or None (no validation:
-            ``last.ckpt`` is written every ``checkpoint_every`` steps).
-        checkpoint_every: steps between checkpoints when nothing is monitored.
+        monitor: validation score that picks ``checkpoints/best.ckpt`` (higher is better), or None (no validation).
+        checkpoint_every: steps between saves of ``last.ckpt`` (with a monitored score: between validations, which
+            save it too), so that a run killed outright (SIGKILL) loses at most this many steps.
         log_every: steps between logged training losses.
     """
 
@@ -191,7 +191,12 @@ def run_training(
     )
     last = run / "checkpoints" / "last.ckpt"
     # the systems may draw from torch's global generator (views, noise): it goes into the checkpoints too
-    resumable = ResumableTraining(last, recipe.kind, patches, global_rng=True)
+    every = recipe.checkpoint_every if recipe.monitor is not None else None  # else ModelCheckpoint's interval
+    # under DDP each process draws its own patches (patch_seed) and, from the start of training, its own views and
+    # augmentations (ResumableTraining reseeds them after Lightning's DDP set-up has reset every process's seed)
+    resumable = ResumableTraining(
+        last, recipe.kind, patches, global_rng=True, seed=settings.seed, checkpoint_every=every
+    )
     trainer = _trainer(run, recipe, settings, module, resumable)
     patches.reseed(recipe.patch_seed(settings.seed, trainer.global_rank))
     if resume and main:
@@ -297,6 +302,9 @@ def _trainer(
             devices=devices,
             num_nodes=settings.num_nodes,
             strategy="ddp" if multi else "auto",
+            # every process draws its own random patches for the whole "epoch" (a DistributedSampler would cut each
+            # one's epoch to 1/world_size of the steps between validations) and validates on every case
+            use_distributed_sampler=False,
             precision=settings.precision,
             # the tqdm bar counts steps per interval (the rich bar would show an epoch total of -1)
             callbacks=[

@@ -28,9 +28,11 @@ console = Console(stderr=True)
 def is_main_process() -> bool:
     """True in the process that owns output folders (rank 0, or a run without DDP).
 
-    Lightning's re-launched DDP workers and ``torchrun`` workers carry their rank in the environment.
+    Lightning's re-launched DDP workers, ``torchrun`` workers and ``srun`` tasks (``SLURM_PROCID``, which Lightning's
+    SLURM environment reads) carry their rank in the environment.
     """
-    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ranks)
 
 
 MARKER = ".medssl-output.json"
