@@ -69,3 +69,14 @@ def test_why_stopped_names_the_time_limit() -> None:
 
     assert _why_stopped(_Trainer(), 3, 10) == "max_minutes"  # type: ignore[arg-type]
     assert _why_stopped(_Trainer(), 10, 10) == "max_steps"  # type: ignore[arg-type]
+
+
+def test_patience_counts_from_the_end_of_a_systems_warm_up(paired_2d: Path, tmp_path: Path) -> None:
+    """The adversarial system trains on the supervised loss alone for ``warmup_steps``: validations up to then
+    (steps 2 and 4 here) use none of the patience; the first one after (6) does, and stops the run."""
+    opts = {**TINY, "max_steps": 200, "val_interval": 2, "patience": 1, "min_delta": 1.0, "system": "adversarial"}
+    run = tmp_path / "run"
+    result = api.finetune(paired_2d, run, quiet=True, **opts, discriminator="luc", warmup_steps=4)
+    assert (result.stopped, _result(run)["validation_curve"]["steps"]) == ("plateau", [2, 4, 6])
+    plain = api.finetune(paired_2d, tmp_path / "plain", quiet=True, **opts, discriminator="luc")  # as before
+    assert _result(tmp_path / "plain")["validation_curve"]["steps"] == [2, 4] and plain.stopped == "plateau"

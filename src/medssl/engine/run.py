@@ -31,6 +31,7 @@ from medssl.data.plan import Fingerprint, Plan
 from medssl.data.sampling import PatchDataset
 from medssl.engine.checkpoint_io import SafeCheckpointIO
 from medssl.engine.module import SystemModule
+from medssl.engine.plateau import PlateauStop
 from medssl.engine.plots import plot_training_curves, read_curves
 from medssl.engine.resume import ResumableTraining, say_where_resumed
 from medssl.engine.run_folder import (
@@ -310,7 +311,7 @@ def _trainer(
             callbacks=[
                 resumable,
                 checkpoint,
-                *_plateau_stop(recipe, settings),
+                *_plateau_stop(recipe, settings, module),
                 *([] if settings.quiet else [TQDMProgressBar()]),
             ],
             logger=CSVLogger(run, name="logs", version=log_version(run)),
@@ -326,15 +327,16 @@ def _trainer(
         raise MedsslError(f"cannot set up training: {exc}") from None
 
 
-def _plateau_stop(recipe: RunRecipe, settings: TrainingSettings) -> list[EarlyStopping]:
-    """Lightning's ``EarlyStopping`` on the monitored score when ``settings.patience`` is set (its counters go into
-    the checkpoints, so a resumed run keeps counting)."""
+def _plateau_stop(recipe: RunRecipe, settings: TrainingSettings, module: SystemModule) -> list[EarlyStopping]:
+    """The plateau stop on the monitored score when ``settings.patience`` is set (its counters go into the
+    checkpoints, so a resumed run keeps counting); patience counts from the end of the system's ``warmup_steps``."""
     if settings.patience is None or recipe.monitor is None:
         return []
     return [
-        EarlyStopping(
+        PlateauStop(
+            start=int(getattr(module.system, "warmup_steps", 0) or 0),
+            groups=len(module.group_names),
             monitor=recipe.monitor,
-            mode="max",
             patience=settings.patience,
             min_delta=settings.min_delta,
             check_finite=False,  # a NaN score (no foreground anywhere) is a validation without a gain, not an end
