@@ -168,7 +168,7 @@ def finetune(
 @app.command(cls=Command)
 @resumable
 def pretrain(
-    data: Annotated[Path, typer.Option("--data", help="Image folder (unlabelled or any labelled layout).")],
+    data: Annotated[Path, typer.Option("--data", help="Image folder (any layout), or a `medssl data prepare` store.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
     method: Annotated[
         str | None, typer.Option("--method", help="Pretraining method: {pretrain_methods} (or the --config's).")
