@@ -383,3 +383,16 @@ def test_only_rank_zero_owns_the_run_folder_whichever_launcher_set_the_rank(
     assert is_main_process()
     monkeypatch.setenv(var, "1")  # srun sets only SLURM_PROCID before Lightning reads it
     assert not is_main_process()
+
+
+def test_only_rank_zero_prints_results_under_ddp() -> None:
+    """Every DDP process runs the CLI command to its end: the other ranks' consoles are quiet."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from medssl.cli.common import out_console; out_console.print('result line')"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")}
+    for rank, expected in (("0", "result line\n"), ("1", "")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, "LOCAL_RANK": rank}, capture_output=True)
+        assert out.stdout.decode() == expected

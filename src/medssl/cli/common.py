@@ -18,6 +18,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from medssl.config import default_of
+from medssl.engine.run_folder import is_main_process
 from medssl.errors import MedsslError
 
 # Placeholders in help texts -> the registry kind whose names replace them.
@@ -98,7 +99,8 @@ experiment_app = typer.Typer(
     cls=Group, help="Experiments that compare methods on the same splits.", no_args_is_help=True
 )
 app.add_typer(experiment_app, name="experiment")
-out_console = Console()
+# under DDP every process runs the command: only rank 0 reports results (errors still come from every process)
+out_console = Console(quiet=not is_main_process())
 err_console = Console(stderr=True)
 
 
