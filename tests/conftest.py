@@ -58,31 +58,30 @@ def paired_2d(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def msd_3d(tmp_path: Path) -> Path:
-    """A Decathlon folder of 16^3 NIfTI volumes with an oblique 1.5 x 1 x 2 mm affine and labels 1, 2."""
-    root = tmp_path / "msd"
+MSD_AFFINE = np.array([[1.5 * np.cos(0.3), -np.sin(0.3), 0, -10], [1.5 * np.sin(0.3), np.cos(0.3), 0, 5],
+                       [0, 0, 2.0, 20], [0, 0, 0, 1]])  # fmt: skip
+
+
+def write_msd_3d(root: Path, n: int = 6) -> Path:
+    """A Decathlon folder of ``n`` 16^3 NIfTI volumes with an oblique 1.5 x 1 x 2 mm affine and labels 1, 2."""
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(1)
-    c, s = np.cos(0.3), np.sin(0.3)
-    affine = np.array([[1.5 * c, -s, 0, -10], [1.5 * s, c, 0, 5], [0, 0, 2.0, 20], [0, 0, 0, 1]])
     entries = []
-    for i in range(6):
+    for i in range(n):
         disc = _disc((16, 16, 16), rng)
         label = disc.astype(np.uint8)
         label[disc & (np.arange(16)[:, None, None] >= 8)] = 2
         img = (50 + 80 * disc + 40 * (label == 2) + rng.normal(0, 8, disc.shape)).astype(np.float32)
-        nib.save(nib.Nifti1Image(img, affine), root / "imagesTr" / f"vol_{i:03d}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"vol_{i:03d}.nii.gz")
+        nib.save(nib.Nifti1Image(img, MSD_AFFINE), root / "imagesTr" / f"vol_{i:03d}.nii.gz")
+        nib.save(nib.Nifti1Image(label, MSD_AFFINE), root / "labelsTr" / f"vol_{i:03d}.nii.gz")
         entries.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    (root / "dataset.json").write_text(
-        json.dumps(
-            {
-                "modality": {"0": "MRI"},
-                "labels": {"0": "background", "1": "front", "2": "back"},
-                "training": entries,
-            }
-        )
-    )
+    labels = {"0": "background", "1": "front", "2": "back"}
+    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "MRI"}, "labels": labels, "training": entries}))
     return root
+
+
+@pytest.fixture
+def msd_3d(tmp_path: Path) -> Path:
+    """``write_msd_3d``: six volumes."""
+    return write_msd_3d(tmp_path / "msd")

@@ -29,7 +29,8 @@ from medssl.networks.encoders import UNetEncoder
 from medssl.networks.mrnet import MRNet
 from medssl.networks.unet import UNet
 from medssl.segment.predict import load_model, load_trained_model
-from tests.conftest import TINY
+from tests.conftest import MSD_AFFINE as AFFINE
+from tests.conftest import TINY, write_msd_3d
 
 pytest.importorskip("onnx")  # the `onnx` extra (in `dev`); medssl.export.onnx itself imports without it
 pytest.importorskip("onnxruntime")
@@ -61,29 +62,6 @@ def _pictures(root: Path, subs: dict[str, float], n: int = 6) -> Path:
     return root
 
 
-AFFINE = np.array([[1.5 * np.cos(0.3), -np.sin(0.3), 0, -10], [1.5 * np.sin(0.3), np.cos(0.3), 0, 5],
-                   [0, 0, 2.0, 20], [0, 0, 0, 1]])  # fmt: skip
-
-
-def _volumes(root: Path, n: int = 4) -> Path:
-    """A Decathlon folder of 16^3 NIfTI volumes with an oblique 1.5 x 1 x 2 mm affine, labels 1 and 2."""
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(1)
-    entries = []
-    for i in range(n):
-        disc = _disc((16, 16, 16), rng)
-        label = disc.astype(np.uint8)
-        label[disc & (np.arange(16)[:, None, None] >= 8)] = 2
-        img = (50 + 80 * disc + 40 * (label == 2) + rng.normal(0, 8, disc.shape)).astype(np.float32)
-        nib.save(nib.Nifti1Image(img, AFFINE), root / "imagesTr" / f"vol_{i:03d}.nii.gz")
-        nib.save(nib.Nifti1Image(label, AFFINE), root / "labelsTr" / f"vol_{i:03d}.nii.gz")
-        entries.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    labels = {"0": "background", "1": "front", "2": "back"}
-    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "MRI"}, "labels": labels, "training": entries}))
-    return root
-
-
 def _tiny_run(data: Path, run: Path) -> tuple[Path, Path]:
     """A 2-step fine-tuning run on one thread (a module fixture runs before the per-test one-thread fixture)."""
     before = torch.get_num_threads()
@@ -106,7 +84,7 @@ def run_2d(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def run_3d(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(data, fine-tuning run) of 16^3 oblique NIfTI volumes with two labels."""
     root = tmp_path_factory.mktemp("onnx3d")
-    return _tiny_run(_volumes(root / "data"), root / "run")
+    return _tiny_run(write_msd_3d(root / "data", 4), root / "run")
 
 
 @pytest.mark.parametrize(("which", "shape"), [("run_2d", (3, 1, 48, 24)), ("run_3d", (2, 1, 24, 16, 8))])
