@@ -39,6 +39,9 @@ def train(
     mode: Annotated[
         str | None, typer.Option("--mode", help="Degradation: bicubic or kspace (default bicubic).")
     ] = None,
+    dims: Annotated[
+        int | None, typer.Option("--dims", help="2: slices (default); 3: 3D patches, every axis super-resolved.")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default 1000).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and the patches.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
@@ -49,12 +52,12 @@ def train(
     skip_bad_cases: SkipBadCases = False,
     sets: Sets = None,
 ) -> None:
-    """Train a super-resolution system on slices of the volumes (split by volume into split.json); writes
-    RUN/network.pt and RUN/model.json for `medssl superres apply`. More options with --set (axis, patch_size,
-    batch_size, lr, val_interval, patience, val_fraction, width, blocks, ...)."""
+    """Train a super-resolution system on slices (or, with --dims 3, 3D patches) of the volumes (split by volume
+    into split.json); writes RUN/network.pt and RUN/model.json for `medssl superres apply`. More options with --set
+    (axis, patch_size, batch_size, lr, val_interval, patience, val_fraction, width, blocks, ...)."""
     from medssl.superres.workflow import train as run
 
-    flags = {"scale": scale, "system": system, "mode": mode, "max_steps": max_steps}
+    flags = {"scale": scale, "system": system, "mode": mode, "dims": dims, "max_steps": max_steps}
     options = merge_sets(flags, parse_sets(sets))
     trained = run(
         data,
@@ -83,6 +86,7 @@ def apply(
         int | None, typer.Option("--axis", help="Slicing axis 0, 1 or 2 (default: the run's rule).")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 16,
+    tile: Annotated[int, typer.Option("--tile", help="3D models: tile side in input voxels.")] = 32,
     normalised: Annotated[
         bool, typer.Option("--normalised", help="Write the [0, 1] range the metrics use, not the input's units.")
     ] = False,
@@ -90,8 +94,9 @@ def apply(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Super-resolve every slice of each volume; outputs named by input stem, with the finer in-plane spacing and
-    a geometry that keeps every voxel at its place in the world."""
+    """Super-resolve every slice of each volume (a 3D model: the whole volume, tile by tile, along every axis);
+    outputs named by input stem, with the finer spacing and a geometry that keeps every voxel at its place in the
+    world."""
     from medssl.superres.applying import apply as run
 
     written = run(
@@ -100,6 +105,7 @@ def apply(
         out,
         axis=axis,
         batch_size=batch_size,
+        tile=tile,
         normalised=normalised,
         device=device,
         overwrite=overwrite,

@@ -1,7 +1,8 @@
 """medssl.superres: MR super-resolution data: low-resolution inputs made from high-resolution images.
 
 ``degradation`` holds the degradations (antialiased bicubic as in the SR literature; k-space truncation as a
-scanner's lower resolution), ``make_pair``, the split by volume and the on-the-fly slice sampler. The network is
+scanner's lower resolution), ``make_pair``, the split by volume and the on-the-fly slice sampler; ``volumes3d``
+the 3D option (3D patch pairs, tiled whole-volume super-resolution). The network is
 ``medssl.networks.seran``; PSNR and SSIM are ``medssl.metrics.image_quality``.
 
 The trainable systems (registry kind ``super-resolution``: seran, edsr, rcan) are in ``system``; ``train(data,
@@ -25,6 +26,7 @@ from medssl.superres.degradation import (
     make_pair,
     split_volumes,
 )
+from medssl.superres.volumes3d import ValidationPatches, VolumePatchSampler, super_resolve_volume
 
 _LAZY = {
     "train": "medssl.superres.workflow",
@@ -52,6 +54,8 @@ __all__ = [
     "SliceSampler",
     "SuperResConfig",
     "SuperResolution",
+    "ValidationPatches",
+    "VolumePatchSampler",
     "VolumeSplit",
     "apply",
     "bicubic_downsample",
@@ -63,6 +67,7 @@ __all__ = [
     "make_pair",
     "split_volumes",
     "super_resolve",
+    "super_resolve_volume",
     "super_resolved_meta",
     "train",
 ]

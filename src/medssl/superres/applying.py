@@ -15,6 +15,9 @@ direction @ (spacing * index)``, equating the world positions of the two::
 
 i.e. the first high-resolution voxel lies ``(s - 1) / (2 s)`` of a low-resolution voxel before the first
 low-resolution centre, along each in-plane axis, whatever the direction cosines (oblique included).
+
+A 3D model (``model.json`` ``"dims": 3``) super-resolves the whole volume along all three axes, tile by tile
+(``medssl.superres.volumes3d.super_resolve_volume``); the same geometry then applies to every axis (``axis=None``).
 """
 
 from __future__ import annotations
@@ -35,25 +38,26 @@ from medssl.data.layouts.inputs import discover_inputs
 from medssl.engine.run_folder import prepare_output_dir, progress_bar
 from medssl.errors import MedsslError
 from medssl.superres.system import SuperResolution, build, denormalise, intensity_window, normalise
+from medssl.superres.volumes3d import super_resolve_volume
 from medssl.superres.workflow import resolve_axis
 
 __all__ = ["apply", "load_model", "super_resolve", "super_resolved_meta"]
 
 
-def super_resolved_meta(meta: ImageMeta, scale: int, axis: int) -> ImageMeta:
+def super_resolved_meta(meta: ImageMeta, scale: int, axis: int | None) -> ImageMeta:
     """The geometry of the super-resolved volume: in-plane spacing / ``scale`` and the origin derived in the
     module docstring (direction unchanged; the shape is ``scale`` times larger in-plane).
 
     Args:
         meta: the low-resolution volume's geometry (3D).
         scale: the integer factor.
-        axis: the slicing axis (unchanged).
+        axis: the slicing axis (unchanged); None: a 3D model's output, every axis super-resolved.
 
     Returns:
         The high-resolution ``ImageMeta``.
     """
     spacing = np.asarray(meta.spacing, dtype=float)
-    inplane = np.array([a != axis for a in range(meta.ndim)])
+    inplane = np.array([axis is None or a != axis for a in range(meta.ndim)])
     shift = np.where(inplane, spacing * (scale - 1) / (2 * scale), 0.0)
     origin = np.asarray(meta.origin, dtype=float) - np.asarray(meta.direction, dtype=float) @ shift
     return replace(
@@ -81,7 +85,8 @@ def load_model(run: str | Path) -> tuple[SuperResolution, dict[str, Any]]:
             "of a finished `medssl superres train` (or --resume the run)"
         )
     model = json.loads((folder / "model.json").read_text())
-    system = build(model["system"], int(model["scale"]), dict(model["system_options"]))
+    dims = int(model.get("dims", 2))  # runs made before the 3D option are 2D
+    system = build(model["system"], int(model["scale"]), dict(model["system_options"]), spatial_dims=dims)
     state = torch.load(folder / "network.pt", map_location="cpu", weights_only=True)
     system.network.load_state_dict(state)
     return system.eval(), model
@@ -122,6 +127,28 @@ def super_resolve(
     return np.moveaxis(np.concatenate(out, axis=0), 0, axis)
 
 
+def _super_resolve(
+    system: SuperResolution,
+    info: dict[str, Any],
+    volume: npt.NDArray[np.float32],
+    axis: int | None,
+    spacing: tuple[float, ...],
+    *,
+    batch_size: int,
+    tile: int,
+    device: str,
+    progress: Callable[[Iterable[Any], str], Iterable[Any]],
+) -> tuple[int | None, npt.NDArray[np.float32]]:
+    """``(slicing axis, result)``: slice by slice for a 2D model, tile by tile (axis None) for a 3D one."""
+    if int(info.get("dims", 2)) == 3:
+        network = system.to(device)
+        return None, super_resolve_volume(
+            network.predict, volume, system.scale, tile=tile, device=device, progress=progress
+        )
+    slicing = resolve_axis(info["axis"] if axis is None else axis, spacing)
+    return slicing, super_resolve(system, volume, slicing, batch_size=batch_size, device=device, progress=progress)
+
+
 def apply(
     model: str | Path,
     input: str | Path,
@@ -129,6 +156,7 @@ def apply(
     *,
     axis: int | None = None,
     batch_size: int = 16,
+    tile: int = 32,
     normalised: bool = False,
     device: str = "cpu",
     overwrite: bool = False,
@@ -140,8 +168,9 @@ def apply(
         model: the run folder of ``medssl superres train``.
         input: a volume file, a DICOM series folder, or a folder of them.
         out: the output folder (created; an existing one needs ``overwrite``).
-        axis: the slicing axis; None: the run's rule (``"auto"``: each input's axis of largest spacing).
-        batch_size: slices per forward pass.
+        axis: the slicing axis (none for a 3D model); None: the run's rule (``"auto"``: largest spacing).
+        batch_size: slices per forward pass (2D models).
+        tile: a 3D model's tile side, in input voxels (see ``super_resolve_volume``).
         normalised: write the [0, 1] range the metrics use instead of the input's units.
         device: ``cpu`` or ``cuda``.
         overwrite: replace an earlier output folder of this command.
@@ -151,9 +180,11 @@ def apply(
         The written files, in input order.
 
     Raises:
-        MedsslError: a missing or unfinished run, a missing input, or an input that is not a 3D volume.
+        MedsslError: a missing or unfinished run or input, an input that is not 3D, an ``axis`` for a 3D model.
     """
     system, info = load_model(model)
+    if int(info.get("dims", 2)) == 3 and axis is not None:
+        raise MedsslError("--axis does not apply to a 3D model: it super-resolves all three axes")
     inputs = discover_inputs(input)
     scale = int(info["scale"])
     progress = progress_bar(quiet)
@@ -166,10 +197,17 @@ def apply(
                 f"{path} is a {meta.ndim}D image: this model super-resolves the slices of 3D volumes (give a volume)"
             )
         channel = min(int(info.get("channel", 0)), image.shape[0] - 1)
-        slicing = resolve_axis(info["axis"] if axis is None else axis, meta.spacing)
         window = intensity_window(image[channel])
-        result = super_resolve(
-            system, normalise(image[channel], window), slicing, batch_size=batch_size, device=device, progress=progress
+        slicing, result = _super_resolve(
+            system,
+            info,
+            normalise(image[channel], window),
+            axis,
+            meta.spacing,
+            batch_size=batch_size,
+            tile=tile,
+            device=device,
+            progress=progress,
         )
         values = result if normalised else denormalise(result, window)
         target = folder / f"{stem(path)}.nii.gz"

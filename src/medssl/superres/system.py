@@ -85,7 +85,8 @@ class SuperResolution(System):
     """A SERANet trained with the L1 loss on (low-resolution, high-resolution) slice pairs; validation PSNR.
 
     Batches: ``image`` the low-resolution input ``(B, 1, h, w)`` and ``high_res`` the truth ``(B, 1, s h, s w)``,
-    both normalised to [0, 1] (``normalise``). Validation batches are one whole slice each.
+    both normalised to [0, 1] (``normalise``). Validation batches are one whole slice each. With
+    ``spatial_dims=3`` the same on 3D patches, ``(B, 1, d, h, w)`` and ``(B, 1, s d, s h, s w)``.
     """
 
     attention = "seran"
@@ -100,8 +101,10 @@ class SuperResolution(System):
         descriptors: int = 8,
         input_skip: bool = False,
         in_channels: int = 1,
+        spatial_dims: int = 2,
     ) -> None:
-        """Build the network (see ``SERANet`` for the options; the attention is the registered name's).
+        """Build the network (see ``SERANet`` for the options; the attention is the registered name's;
+        ``spatial_dims=3`` super-resolves 3D patches along all three axes).
 
         Raises:
             MedsslError: options ``SERANet`` refuses.
@@ -117,6 +120,7 @@ class SuperResolution(System):
             descriptors=descriptors,
             attention=self.attention,
             input_skip=input_skip,
+            spatial_dims=spatial_dims,
         )
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -124,7 +128,7 @@ class SuperResolution(System):
         return {"loss": F.l1_loss(self.network(batch[IMAGE]), batch[HIGH_RES])}  # type: ignore[literal-required]
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        """PSNR (dB, on [0, 1]) of the clipped output of each slice of the batch, averaged over the batch."""
+        """PSNR (dB, on [0, 1]) of the clipped output of each slice (or 3D patch), averaged over the batch."""
         with torch.no_grad():
             sr = self.predict(batch[IMAGE]).cpu().numpy()
         truth = batch[HIGH_RES].cpu().numpy()  # type: ignore[literal-required]
@@ -161,8 +165,9 @@ class RCAN(SuperResolution):
     attention = "rcan"
 
 
-def build(name: str, scale: int, options: dict[str, Any]) -> SuperResolution:
-    """The registered system ``name`` at ``scale`` with ``options`` (``SuperResolution`` keyword arguments).
+def build(name: str, scale: int, options: dict[str, Any], spatial_dims: int = 2) -> SuperResolution:
+    """The registered system ``name`` at ``scale`` with ``options`` (``SuperResolution`` keyword arguments), on
+    2D slices or, with ``spatial_dims=3``, 3D patches.
 
     Raises:
         MedsslError: an unknown name (listing the known ones) or options the network refuses.
@@ -171,7 +176,7 @@ def build(name: str, scale: int, options: dict[str, Any]) -> SuperResolution:
 
     cls = registry.get("super-resolution", name)
     try:
-        system = cls(scale, **options)
+        system = cls(scale, spatial_dims=spatial_dims, **options)
     except TypeError as exc:
         raise MedsslError(f"cannot build super-resolution system {name!r}: {exc}") from None
     assert isinstance(system, SuperResolution)

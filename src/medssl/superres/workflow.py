@@ -13,6 +13,10 @@ the model resolves it again for each input.
 
 Training patches (``SlicePatches``): a ``medssl.superres.SliceSampler`` behind the ``PatchDataset`` stream
 interface the workflow reseeds and checkpoints, so that resume continues the same stream.
+
+``dims=3`` (``--dims 3``): a 3D network trained on 3D patches of the volumes degraded along all three axes
+(``medssl.superres.volumes3d``: the same split, one ``VolumePatchSampler`` per side; validation PSNR on a fixed
+set of validation patches); ``axis`` is then unused and ``apply`` super-resolves every axis.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from medssl.engine.run_folder import save_json
 from medssl.errors import MedsslError
 from medssl.superres.degradation import MODES, SliceSampler, make_pair, split_volumes
 from medssl.superres.system import HIGH_RES, SYSTEMS, SuperResolution, build, normalise
+from medssl.superres.volumes3d import ValidationPatches, VolumePatchSampler
 from medssl.systems import IMAGE, System
 
 __all__ = ["SlicePatches", "SuperResConfig", "SuperResRecipe", "ValidationSlices", "resolve_axis", "train"]
@@ -49,13 +54,14 @@ class SuperResConfig:
     Attributes:
         system: ``seran``, ``edsr`` or ``rcan`` (``medssl list super-resolution``).
         scale: 2, 3 or 4; mode: degradation, ``bicubic`` or ``kspace``.
+        dims: 2 (slices, the paper) or 3 (3D patches degraded and super-resolved along all three axes).
         axis: slicing axis, ``"auto"`` (largest spacing) or 0, 1, 2; channel: image channel trained on.
         patch_size: high-resolution training patch side (a multiple of ``scale``); batch_size: patches per step.
         max_steps, lr, weight_decay, schedule, warmup_steps, max_minutes: the optimisation (AdamW).
         val_interval: steps between validations; patience, min_delta: plateau stop on validation PSNR.
         val_fraction, test_fraction, split_seed: the split by volume.
-        max_val_slices: validation slices (evenly spaced among the kept ones) that bound its cost.
-        min_foreground: smallest foreground share of a slice drawn (``SliceSampler``).
+        max_val_slices: validation slices (evenly spaced among the kept ones; 3D: patches) that bound its cost.
+        min_foreground: smallest foreground share of a slice drawn (``SliceSampler``; 3D: of a patch).
         system_options: the system's own options (``SuperResolution``: width, groups, blocks, descriptors,
             input_skip).
     """
@@ -63,6 +69,7 @@ class SuperResConfig:
     system: str = "seran"
     scale: int = 2
     mode: str = "bicubic"
+    dims: int = 2
     axis: str | int = "auto"
     channel: int = 0
     patch_size: int = 48
@@ -100,8 +107,9 @@ def resolve_axis(axis: str | int, spacing: tuple[float, ...] | list[float]) -> i
 
 
 class SlicePatches(PatchDataset):
-    """Training pairs ``{"image": lr (1, p/s, p/s), "high_res": hr (1, p, p)}`` of a ``SliceSampler``, drawn from
-    one generator ``rng`` as ``PatchDataset`` does (the run workflow reseeds it, checkpoints save its state).
+    """Training pairs ``{"image": lr (1, p/s, p/s), "high_res": hr (1, p, p)}`` of a ``SliceSampler`` (3D patches
+    of a ``VolumePatchSampler``), drawn from one generator ``rng`` as ``PatchDataset`` does (the run workflow
+    reseeds it, checkpoints save its state).
 
     Each item draws one number from ``rng``, the sampler's epoch: its seeded permutation puts a uniformly drawn
     kept slice first, and item 0 of that epoch (the slice and its patch origin) is returned. The stream therefore
@@ -113,7 +121,7 @@ class SlicePatches(PatchDataset):
         seed: the stream's seed.
     """
 
-    def __init__(self, sampler: SliceSampler, samples: int, seed: int = 0) -> None:
+    def __init__(self, sampler: SliceSampler | VolumePatchSampler, samples: int, seed: int = 0) -> None:
         # not PatchDataset.__init__: only its stream interface (rng, seed, reseed, samples) is shared
         self.sampler, self.samples = sampler, samples
         self.reseed(seed)
@@ -202,12 +210,22 @@ class SuperResRecipe(RunRecipe):
             hint = "--set val_fraction=0 trains without validation"
             raise MedsslError(f"{exc} ({len(self.volumes)} volume(s); {hint})") from None
         # the samplers check scale, patch size and that each side has non-empty slices, before the run folder
-        self.samplers = {
-            side: self._sampler(ids) for side, ids in (("train", self.split.train), ("val", self.split.val)) if ids
-        }
+        sides = (("train", self.split.train), ("val", self.split.val))
+        self.samplers = {side: self._sampler(side, ids) for side, ids in sides if ids}
 
-    def _sampler(self, ids: tuple[str, ...]) -> SliceSampler:
+    def _sampler(self, side: str, ids: tuple[str, ...]) -> SliceSampler | VolumePatchSampler:
         cfg = self.cfg
+        if cfg.dims == 3:  # validation: a fixed set of patches, seeded by the split (the same for every run seed)
+            val = side == "val"
+            return VolumePatchSampler(
+                [self.volumes[i] for i in ids],
+                cfg.scale,
+                patch_size=cfg.patch_size,
+                mode=cfg.mode,  # type: ignore[arg-type]
+                seed=cfg.split_seed if val else self.seed,
+                samples=cfg.max_val_slices if val else None,
+                min_foreground=cfg.min_foreground,
+            )
         return SliceSampler(
             [self.volumes[i] for i in ids],
             cfg.scale,
@@ -221,7 +239,7 @@ class SuperResRecipe(RunRecipe):
     def make_plan(self) -> tuple[Plan, Fingerprint]:
         cfg = self.cfg
         plan = Plan(
-            spatial_dims=2,
+            spatial_dims=cfg.dims,
             data_dims=3,
             in_channels=1,
             task="super-resolution",
@@ -230,10 +248,10 @@ class SuperResRecipe(RunRecipe):
             target_spacing=None,
             normalization="minmax-p0.5-p99.5-foreground",
             intensity=[],
-            patch_size=[cfg.patch_size, cfg.patch_size],
+            patch_size=[cfg.patch_size] * cfg.dims,
             channels=[],
             batch_size=cfg.batch_size,
-            slice_axis=self.axis,
+            slice_axis=self.axis if cfg.dims == 2 else None,
             modality=self.index.modality,
             extra={"scale": cfg.scale, "mode": cfg.mode, "system": cfg.system},
         )
@@ -249,13 +267,15 @@ class SuperResRecipe(RunRecipe):
         samples = cfg.batch_size * max(1, min(cfg.max_steps, cfg.val_interval))
         patches = SlicePatches(self.samplers["train"], samples, seed=self.seed)
         val = self.samplers.get("val")
+        if isinstance(val, VolumePatchSampler):
+            return patches, ValidationPatches(val, cfg.max_val_slices)
         return patches, ValidationSlices(val, cfg.max_val_slices) if val is not None else None
 
     def patch_seed(self, seed: int, rank: int) -> int:
         return seed * 1000 + rank
 
     def build_system(self, plan: Plan) -> System:
-        return build(self.cfg.system, self.cfg.scale, self.cfg.system_options)
+        return build(self.cfg.system, self.cfg.scale, self.cfg.system_options, spatial_dims=self.cfg.dims)
 
     def finish(self, trained: TrainedRun) -> dict[str, Any]:
         """Write ``network.pt`` (the weights of the best validation PSNR; the last ones without validation) and
@@ -273,6 +293,7 @@ class SuperResRecipe(RunRecipe):
             "system": cfg.system,
             "scale": cfg.scale,
             "mode": cfg.mode,
+            "dims": cfg.dims,
             "axis": cfg.axis,
             "channel": cfg.channel,
             "system_options": cfg.system_options,
@@ -324,7 +345,7 @@ def train(
         MedsslError: bad options or data, or a run folder that may not be written.
     """
     cfg = config_from(options)
-    build(cfg.system, cfg.scale, cfg.system_options)  # unknown system or options: refused before any reading
+    build(cfg.system, cfg.scale, cfg.system_options, cfg.dims)  # unknown system or options: refused before reading
     recipe = SuperResRecipe(data, cfg, seed=seed, skip_bad_cases=skip_bad_cases)
     settings = TrainingSettings(
         max_steps=cfg.max_steps,
@@ -357,6 +378,8 @@ def config_from(options: dict[str, Any]) -> SuperResConfig:
     if twice:
         raise MedsslError(f"system option(s) {', '.join(twice)} given twice")
     cfg.system_options = {**cfg.system_options, **extra}
+    if cfg.dims not in (2, 3):
+        raise MedsslError(f"dims must be 2 (slices) or 3 (3D patches), not {cfg.dims!r}")
     if cfg.mode not in MODES:
         raise MedsslError(f"mode must be one of {', '.join(MODES)}, not {cfg.mode!r}")
     if cfg.schedule not in SCHEDULES:
