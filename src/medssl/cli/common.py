@@ -18,8 +18,8 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from medssl.config import default_of
-from medssl.engine.run_folder import is_main_process
 from medssl.errors import MedsslError
+from medssl.ranks import is_main_process
 
 # Placeholders in help texts -> the registry kind whose names replace them.
 _REGISTERED = {
@@ -69,8 +69,6 @@ def resumable(command: Callable[_P, None]) -> Callable[_P, None]:
             describe = getattr(exc, "describe", None)
             if describe is None:
                 raise
-            from medssl.engine.run_folder import is_main_process
-
             if is_main_process():  # DDP processes each stop; one line is enough
                 err_console.print(describe(sys.argv), highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_code", 130)) from None

@@ -4,7 +4,6 @@ writers and progress bars that the training workflows share."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,19 +19,10 @@ from medssl import __version__
 from medssl.data.plan import Fingerprint
 from medssl.errors import MedsslError
 from medssl.evaluation.report import json_safe
+from medssl.ranks import is_main_process as is_main_process  # here for the engine's modules
 
 T = TypeVar("T")
 console = Console(stderr=True)
-
-
-def is_main_process() -> bool:
-    """True in the process that owns output folders (rank 0, or a run without DDP).
-
-    Lightning's re-launched DDP workers, ``torchrun`` workers and ``srun`` tasks (``SLURM_PROCID``, which Lightning's
-    SLURM environment reads) carry their rank in the environment.
-    """
-    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ranks)
 
 
 MARKER = ".medssl-output.json"
