@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from medssl import api
 from medssl import registry as kinds
 from medssl.cli import app
+from medssl.cli.superres import with_config
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve
 from medssl.configs import find_config, preset_command, preset_path, presets
 from medssl.data.plan import Plan
@@ -30,6 +31,8 @@ from medssl.engine.module import SCHEDULES
 from medssl.errors import MedsslError
 from medssl.labelfree.config import S3Config, resolve_method_config
 from medssl.pretrain import create
+from medssl.superres.system import build
+from medssl.superres.workflow import config_from
 from medssl.systems.options import check_system_options
 from tests.test_options import flat_config
 
@@ -44,13 +47,14 @@ SHIPPED = sorted(presets())
 #: sizes exist: nnU-Net's), ``nnssl`` (the MIM study's recipe, pretrain-mim-nnssl).
 GPU_WORDS = ("paper", "gpu", "nnssl")
 #: The registry kinds a preset can train, and the first word of its name.
-PRESET_KINDS = {"pretraining": "pretrain", "segmentation": "finetune", "label-free": "segment"}
-_SUPERRES = "`medssl superres train` takes no --config (its settings come from --set only): no preset can reach it"
+PRESET_KINDS = {
+    "pretraining": "pretrain",
+    "segmentation": "finetune",
+    "label-free": "segment",
+    "super-resolution": "superres",
+}
 #: Registered methods and systems without a GPU-size preset, and why (remove an entry when its preset arrives).
 NO_GPU_PRESET = {
-    ("super-resolution", "seran"): _SUPERRES,
-    ("super-resolution", "edsr"): _SUPERRES,
-    ("super-resolution", "rcan"): _SUPERRES,
     ("label-free", "kmeans"): "no network and nothing to size: Lloyd iterations on pixel features, CPU-fast",
 }
 
@@ -82,7 +86,7 @@ def test_every_method_and_system_has_a_gpu_size_preset() -> None:
     at its paper's (or nnU-Net's) sizes, named ``<command>-<name>[-...]-{paper,gpu,nnssl}``, or a reason in
     ``NO_GPU_PRESET``: a method registered later without either fails here."""
     covered = _gpu_presets()
-    registered = {(kind, name) for kind in (*PRESET_KINDS, "super-resolution") for name in kinds.names(kind)}
+    registered = {(kind, name) for kind in PRESET_KINDS for name in kinds.names(kind)}
     missing = sorted(registered - set(covered) - set(NO_GPU_PRESET))
     assert not missing, f"no GPU-size preset (<command>-<name>-paper.yaml or -gpu.yaml) nor a reason: {missing}"
     assert set(NO_GPU_PRESET) <= registered, "an exception for a method that is no longer registered"
@@ -120,6 +124,9 @@ def test_every_shipped_preset_resolves_cleanly(name: str) -> None:
         method = yaml.safe_load(preset_path(name).read_text())["method"]
         resolve_method_config(method, name)
         return
+    if command == "superres train":  # as `medssl superres train --config NAME` reads it
+        _superres_on_meta(name)
+        return
     cfg = resolve(CLASSES[command], name)  # a preset whose name says no command is not tested: refuse it
     if isinstance(cfg, PretrainConfig):
         assert cfg.schedule in SCHEDULES  # checked only when training starts
@@ -140,6 +147,17 @@ def test_every_shipped_preset_resolves_cleanly(name: str) -> None:
             check_system_options("pretraining", method, options)
             with torch.device("meta"):
                 create(method, spatial_dims=2, in_channels=1, **options)
+
+
+def _superres_on_meta(name: str) -> None:
+    """Resolve super-resolution preset ``name`` as the CLI does, build its system, and super-resolve one batch of
+    low-resolution patches (meta device): the output is the preset's high-resolution patch size."""
+    cfg = config_from(with_config(Path(name), {}))
+    assert cfg.patch_size % cfg.scale == 0, f"{name}: patch_size is no multiple of the scale"
+    side = (cfg.patch_size // cfg.scale,) * cfg.dims
+    with torch.device("meta"):
+        output = build(cfg.system, cfg.scale, cfg.system_options, cfg.dims).network(torch.empty(2, 1, *side))
+    assert output.shape == (2, 1, *(cfg.patch_size,) * cfg.dims)
 
 
 def _run_on_meta(cfg: FinetuneConfig, options: dict[str, Any]) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from medssl.cli.common import (
     Command,
+    ConfigFile,
     Group,
     Overwrite,
     Quiet,
@@ -43,6 +44,7 @@ def train(
         int | None, typer.Option("--dims", help="2: slices (default); 3: 3D patches, every axis super-resolved.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default 1000).")] = None,
+    config: ConfigFile = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and the patches.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
@@ -54,11 +56,12 @@ def train(
 ) -> None:
     """Train a super-resolution system on slices (or, with --dims 3, 3D patches) of the volumes (split by volume
     into split.json); writes RUN/network.pt and RUN/model.json for `medssl superres apply`. More options with --set
-    (axis, patch_size, batch_size, lr, val_interval, patience, val_fraction, width, blocks, ...)."""
+    (axis, patch_size, batch_size, lr, val_interval, patience, val_fraction, width, blocks, ...); --config: a YAML
+    file of them, or a preset (`medssl list presets`: superres-*), under the options given here."""
     from medssl.superres.workflow import train as run
 
     flags = {"scale": scale, "system": system, "mode": mode, "dims": dims, "max_steps": max_steps}
-    options = merge_sets(flags, parse_sets(sets))
+    options = with_config(config, merge_sets(flags, parse_sets(sets)))
     trained = run(
         data,
         out,
@@ -75,6 +78,35 @@ def train(
     out_console.print(f"run folder: {trained.run} ({trained.steps} steps{best})", highlight=False)
     for what, path in trained.files.items():
         out_console.print(f"  {what}: {path}", highlight=False)
+
+
+def with_config(config: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``superres train``: ``SuperResConfig`` defaults < the YAML ``config`` (a file or a preset) <
+    ``options`` (flags and ``--set``; a key that is no config field is a system option and goes on top of the
+    file's ``system_options``). The file's keys are checked here, so that a wrong one names the file.
+
+    Raises:
+        MedsslError: an unreadable file, an unknown key or a value of the wrong type in it (naming the file).
+    """
+    if config is None:
+        return options
+    import dataclasses
+
+    from medssl.config import check_options, load_yaml
+    from medssl.superres.workflow import SuperResConfig
+    from medssl.systems.options import check_system_options
+
+    where = f" (in {config})"
+    raw = load_yaml(config)
+    values = check_options(SuperResConfig, raw, where=dict.fromkeys(raw, where))
+    given = {k: v for k, v in options.items() if v is not None}
+    own = values.pop("system_options", None) or {}
+    if own and "system_options" not in given:  # --set system_options=... replaces the file's, as any field does
+        system = given.get("system", values.get("system", SuperResConfig.system))
+        names = {f.name for f in dataclasses.fields(SuperResConfig)}
+        extra = {k: given.pop(k) for k in list(given) if k not in names}
+        given["system_options"] = {**check_system_options("super-resolution", system, own, where), **extra}
+    return {**values, **given}
 
 
 @superres_app.command("apply", cls=Command)

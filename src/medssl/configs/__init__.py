@@ -3,7 +3,8 @@ a file of the same options.
 
 A preset's name is its file stem, and its first word names the configuration it holds: ``finetune*`` a
 ``FinetuneConfig``, ``pretrain-*`` a ``PretrainConfig``, ``label-efficiency*`` a ``LabelEfficiencyConfig``,
-``segment-*`` the settings of a label-free method (``medssl segment``; its ``method`` key names which). Its first
+``segment-*`` the settings of a label-free method (``medssl segment``; its ``method`` key names which),
+``superres-*`` a ``SuperResConfig`` (``medssl superres train``; its ``system`` key names the system). Its first
 comment line says what it is for (``medssl list presets`` prints it). A preset is one new ``*.yaml`` file here:
 the package data of ``pyproject.toml`` ships every one, and ``tests/test_presets.py`` resolves every one.
 """
@@ -24,6 +25,7 @@ _COMMANDS = {
     "pretrain": "pretrain",
     "label": "experiment label-efficiency",
     "segment": "segment",
+    "superres": "superres train",
 }
 
 
