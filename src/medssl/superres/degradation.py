@@ -244,7 +244,36 @@ def foreground(image: npt.ArrayLike, threshold: float | None = None) -> npt.NDAr
     return array > threshold
 
 
-class SliceSampler(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class EpochSampler(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """What the slice and the 3D patch samplers share: ``samples`` items per epoch that visit ``units`` (kept slices
+    or volumes) in a seeded permutation per epoch (``order``), cycling when there are more items than units; item
+    ``i`` depends on ``(seed, epoch, i)`` only, so DataLoader workers agree."""
+
+    seed: int
+    samples: int
+
+    def _start(self, units: int, samples: int | None) -> None:
+        self.units = units
+        self.samples = units if samples is None else samples
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the visiting order of ``epoch`` (a seeded permutation of the units)."""
+        self.epoch = epoch
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(self.units)
+
+    def __len__(self) -> int:
+        """Items per epoch."""
+        return self.samples
+
+    def unit(self, index: int) -> int:
+        """The unit item ``index`` of the current epoch visits (IndexError outside the epoch)."""
+        if not 0 <= index < self.samples:
+            raise IndexError(index)
+        return int(self.order[index % self.units])
+
+
+class SliceSampler(EpochSampler):
     """(low-resolution patch, high-resolution patch) pairs made on the fly from 2D slices of 3D volumes.
 
     Slices are taken along ``axis``; a slice counts as empty, and is never drawn, when under ``min_foreground`` of
@@ -315,23 +344,11 @@ class SliceSampler(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise MedsslError("no non-empty slice in the volumes: check the data or lower min_foreground / threshold")
         if patch_size is not None and any(min(v.shape[1:]) < patch_size for v in self.volumes):
             raise MedsslError(f"patch_size {patch_size} exceeds a slice of the volumes: lower it")
-        self.samples = len(self.slices) if samples is None else samples
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the slice order of ``epoch`` (a seeded permutation of the kept slices)."""
-        self.epoch = epoch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.slices))
-
-    def __len__(self) -> int:
-        """Items per epoch."""
-        return self.samples
+        self._start(len(self.slices), samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item ``index`` of the current epoch: ``(lr (1, p / s, p / s), hr (1, p, p))`` float32 tensors."""
-        if not 0 <= index < self.samples:
-            raise IndexError(index)
-        k, z = self.slices[self.order[index % len(self.slices)]]
+        k, z = self.slices[self.unit(index)]
         lr, hr = make_pair(self.volumes[k][z], self.scale, self.mode)
         if self.patch_size is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medssl.errors import MedsslError
-from medssl.superres.degradation import MODES, Mode, foreground, make_pair
+from medssl.superres.degradation import MODES, EpochSampler, Mode, foreground, make_pair
 
 __all__ = ["ValidationPatches", "VolumePatchSampler", "super_resolve_volume"]
 
@@ -42,7 +42,7 @@ HIGH_RES = "high_res"
 IMAGE = "image"
 
 
-class VolumePatchSampler(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class VolumePatchSampler(EpochSampler):
     """(low-resolution patch, high-resolution patch) 3D pairs cut from whole volumes degraded in 3D.
 
     Volumes without a ``foreground`` voxel are never drawn. Each epoch visits the kept volumes in a seeded random
@@ -104,23 +104,11 @@ class VolumePatchSampler(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise MedsslError(f"patch_size {patch_size} exceeds a volume (cropped to a multiple of {scale}): lower it")
         self.scale, self.patch_size, self.mode, self.seed = scale, patch_size, mode, seed
         self.min_foreground = min_foreground
-        self.samples = len(self.kept) if samples is None else samples
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the volume order of ``epoch`` (a seeded permutation of the kept volumes)."""
-        self.epoch = epoch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.kept))
-
-    def __len__(self) -> int:
-        """Items per epoch."""
-        return self.samples
+        self._start(len(self.kept), samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item ``index`` of the current epoch: ``(lr (1, p/s, p/s, p/s), hr (1, p, p, p))`` float32 tensors."""
-        if not 0 <= index < self.samples:
-            raise IndexError(index)
-        k = self.kept[self.order[index % len(self.kept)]]
+        k = self.kept[self.unit(index)]
         lr, hr = self.low[k], self.high[k]
         if self.patch_size is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
