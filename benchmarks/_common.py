@@ -65,6 +65,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def proc_status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (``VmRSS``: resident now, ``VmHWM``: this process's own peak), or None
+    where there is no such file or field (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the commit, date, environment and settings."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -226,13 +226,8 @@ def peak_memory_mb() -> dict[str, float]:
     mark), and ``ru_maxrss``, which on Linux also carries the parent's resident size at the fork that started it
     (a parent of 1 GB makes every child report at least 1 GB), so it is only an upper bound."""
     out = {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    try:
-        status = Path("/proc/self/status").read_text()
-        out["peak_rss_mb"] = (
-            next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
-        )
-    except (OSError, StopIteration):
-        out["peak_rss_mb"] = out["ru_maxrss_mb"]
+    peak = _common.proc_status_kb("VmHWM")
+    out["peak_rss_mb"] = out["ru_maxrss_mb"] if peak is None else peak / 1024
     return out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import DATA, RESULTS, require, write_result
+from _common import DATA, RESULTS, proc_status_kb, require, write_result
 from medssl.data.layouts import discover
 from medssl.data.loading import load_checked_case
 from medssl.data.preprocess import preprocess_image
@@ -37,10 +37,8 @@ from medssl.data.store_prepare import prepare_store
 
 def vm_rss_mb() -> float:
     """This process's resident memory now (``VmRSS``), MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    kb = proc_status_kb("VmRSS")
+    return float("nan") if kb is None else kb / 1024
 
 
 def regions(shapes: list[tuple[int, ...]], patch: int, n: int, seed: int) -> list[tuple[int, tuple[slice, ...]]]:

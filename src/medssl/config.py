@@ -31,7 +31,7 @@ class FinetuneConfig:
         val_interval: steps between validations (and checkpoint decisions).
         checkpoint_interval: steps between saves of ``checkpoints/last.ckpt`` between validations (each validation
             saves it too), so that a run killed outright (SIGKILL, a lost node) loses at most this many steps when
-            resumed with ``--resume``; a save takes about as long as a few training steps of a small network.
+            resumed with ``--resume``; each save writes the whole checkpoint (weights and optimiser state).
         batch_size: patches per step.
         patch_size: training patch (and sliding-window) size per spatial axis.
         channels: U-Net widths per scale.
