@@ -162,6 +162,9 @@ def test_cli_export_format_nnunet_writes_the_file_nnunet_loads(tmp_path: Path) -
     assert {k: tuple(v.shape) for k, v in weights.items()} == _expected(3, [4, 8, 16])
     again = _cli(*args, tmp_path / "w.pth", "--configuration", "child")
     assert _refused(again, "--overwrite")
+    with pytest.raises(MedsslError, match="--overwrite"):  # the API refuses too, not only the CLI
+        export_nnunet_weights(path, tmp_path / "plans.json", "child", tmp_path / "w.pth")
+    assert export_nnunet_weights(path, tmp_path / "plans.json", "child", tmp_path / "w.pth", overwrite=True).is_file()
     no_plans = _cli("export", path, "--format", "nnunet", "--out", tmp_path / "x.pth", "--configuration", "cfg")
     assert _refused(no_plans, "--plans")
     onnx_with_plans = _cli("export", path.parent, "--out", tmp_path / "m.onnx", "--plans", tmp_path / "plans.json")

@@ -75,13 +75,9 @@ def export(
 def _export_nnunet(run: Path, out: Path, plans: Path | None, configuration: str | None, overwrite: bool) -> None:
     if plans is None or configuration is None:
         raise MedsslError("--format nnunet needs --plans nnUNetPlans.json and --configuration (2d, 3d_fullres, ...)")
-    if out.exists() and not overwrite:
-        raise MedsslError(f"{out} exists; pass --overwrite to replace it")
-    if out.is_dir():
-        raise MedsslError(f"--out {out} is a folder; give the file to write, e.g. {out / 'pretrained.pth'}")
     from medssl.export.nnunet import export_nnunet_weights
 
-    written = export_nnunet_weights(run, plans, configuration, out)
+    written = export_nnunet_weights(run, plans, configuration, out, overwrite=overwrite)
     out_console.print(
         f"wrote {written}: nnUNetv2_train DATASET {configuration} FOLD -pretrained_weights {written}", highlight=False
     )

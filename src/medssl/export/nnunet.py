@@ -334,6 +334,7 @@ def export_nnunet_weights(
     out: str | os.PathLike[str],
     axes: Sequence[int] | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write a file that ``nnUNetv2_train DATASET CONFIGURATION FOLD -pretrained_weights FILE`` loads.
 
@@ -345,6 +346,7 @@ def export_nnunet_weights(
         axes: for each spatial axis of nnU-Net's network, the medssl axis it is; the default follows nnU-Net's
             ``SimpleITKIO``/``NibabelIO`` and the plans' ``transpose_forward`` (give it for other readers).
         seed: seed of the fresh decoder.
+        overwrite: replace an existing ``out`` (else refused).
 
     Returns:
         ``out``: a ``torch.save`` of ``{"network_weights": state_dict, "medssl": {...}}`` (plain types and tensors).
@@ -359,6 +361,10 @@ def export_nnunet_weights(
     _match_encoder(payload, arch, str(source))
     if target.resolve() in (source.resolve(), (source / "encoder.pt").resolve()):
         raise MedsslError(f"--out {target} would overwrite the encoder file; choose another file")
+    if target.is_dir():
+        raise MedsslError(f"--out {target} is a folder; give the file to write, e.g. {target / 'pretrained.pth'}")
+    if target.exists() and not overwrite:
+        raise MedsslError(f"{target} exists; pass --overwrite to replace it")
     weights = nnunet_state_dict(payload, arch, axes, seed)
     info: dict[str, Any] = {"encoder": str(source), "configuration": configuration, "seed": seed}
     info["axes"] = list(_check_axes(arch, axes))  # the decoder is fresh: He init drawn with ``seed``
