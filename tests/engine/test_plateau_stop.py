@@ -80,3 +80,22 @@ def test_patience_counts_from_the_end_of_a_systems_warm_up(paired_2d: Path, tmp_
     assert (result.stopped, _result(run)["validation_curve"]["steps"]) == ("plateau", [2, 4, 6])
     plain = api.finetune(paired_2d, tmp_path / "plain", quiet=True, **opts, discriminator="luc")  # as before
     assert _result(tmp_path / "plain")["validation_curve"]["steps"] == [2, 4] and plain.stopped == "plateau"
+
+
+def test_a_warm_up_score_stays_the_one_to_beat() -> None:
+    """During the warm-up no wait is counted, but the best score is kept (with min_delta's rule): the first
+    validation after the warm-up must beat it to reset the patience."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medssl.engine.plateau import PlateauStop
+
+    stop = PlateauStop(start=4, groups=2, monitor="val_dice", patience=2, min_delta=0.01)
+    for step, score in ((4, 0.80), (8, 0.805), (8, 0.50)):  # global_step 8 = batch 4: still warm-up
+        trainer = SimpleNamespace(
+            sanity_checking=False, global_step=step, callback_metrics={"val_dice": torch.tensor(score)}
+        )
+        stop.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert float(stop.best_score) == pytest.approx(0.80)  # 0.805 is within min_delta: not a gain
+    assert stop.wait_count == 0
