@@ -28,12 +28,15 @@ def git_commit() -> str:
     """The checked-out commit of the whole tree, with '+dirty' when any tracked file differs from it.
 
     The whole tree, not only ``src/``: a result must name the benchmark script (and configs, docs) that made it.
-    Staged and unstaged changes both count; untracked files do not. 'unknown' outside a git checkout.
+    Staged and unstaged changes both count; untracked files do not, nor does ``benchmarks/results/`` (outputs, not
+    what made them: a grid that rewrites its own result file after every run stays clean). 'unknown' outside a git
+    checkout.
     """
     try:
         sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True, stderr=subprocess.DEVNULL)
         # Exit status 0: no difference, 1: differences; anything else (an error) is not called clean either.
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT, stderr=subprocess.DEVNULL).returncode != 0
+        diff = ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)benchmarks/results"]
+        dirty = subprocess.run(diff, cwd=ROOT, stderr=subprocess.DEVNULL).returncode != 0
         return sha.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

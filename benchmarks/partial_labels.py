@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, finetune_once, require, write_result
+from _common import DATA, finetune_once, git_commit, require, write_result
 from medssl.data.io import read_label, stem, write_image
 from medssl.data.layouts import Case, DatasetIndex, discover
 from medssl.data.layouts.paired import ANNOTATIONS
@@ -294,13 +294,19 @@ def run_record(run: Path, method: str, seed: int) -> tuple[RunRecord, dict[str, 
     return record, row
 
 
-def previous_runs(path: Path, seeds: Sequence[int]) -> tuple[list[RunRecord], list[dict[str, Any]], dict[str, str]]:
-    """The runs of an earlier result JSON of this benchmark whose seed is not in ``seeds`` (a grid run in parts on
-    other machines), as records and rows, and where they came from (file and commit)."""
+def previous_runs(path: Path) -> tuple[list[RunRecord], list[dict[str, Any]], dict[str, Any]]:
+    """The runs of an earlier result JSON of this benchmark (a grid run in parts, in sessions or on machines that
+    do not share run folders), as records and rows, each row with the commit it ran at, and where they came from.
+    The grid does not run a (method, seed) again that is here."""
     earlier = json.loads(path.read_text())
     if not earlier.get("benchmark", "").startswith("partial_labels_"):
         raise MedsslError(f"{path} is not a result of this benchmark")
-    rows = [r for r in earlier["results"]["runs"] if r["seed"] not in seeds]
+    older = (earlier.get("settings") or {}).get("previous") or {}
+    # Files written before rows named their commit: a seed joined from the file before it ran at that commit.
+    legacy = {seed: older["commit"] for seed in older.get("seeds", [])}
+    rows = [
+        {**r, "commit": r.get("commit") or legacy.get(r["seed"], earlier["commit"])} for r in earlier["results"]["runs"]
+    ]
     records = [
         RunRecord(
             method=r["method"],
@@ -316,7 +322,8 @@ def previous_runs(path: Path, seeds: Sequence[int]) -> tuple[list[RunRecord], li
         )
         for r in rows
     ]
-    return records, rows, {"file": path.name, "commit": earlier["commit"], "seeds": sorted({r["seed"] for r in rows})}
+    runs = sorted({f"{r['method']}/seed{r['seed']}" for r in rows})
+    return records, rows, {"file": path.name, "commit": earlier["commit"], "runs": runs}
 
 
 def parse_args() -> argparse.Namespace:
@@ -333,7 +340,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--previous",
         type=Path,
-        help="an earlier result JSON whose runs of other seeds join this one (the grid run in parts)",
+        help="an earlier result JSON whose runs join this one and are not run again (the grid run in parts)",
     )
     args = parser.parse_args()
     unknown = sorted(set(args.methods.split(",")) - set(SYSTEMS))
@@ -365,14 +372,18 @@ def run_grid(args: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
     previous = None
     if args.previous is not None:
-        records, runs, previous = previous_runs(args.previous, seeds)
+        records, runs, previous = previous_runs(args.previous)
+    done = {(r["method"], r["seed"]) for r in runs}
     for seed in seeds:
         for method in args.methods.split(","):
+            if (method, seed) in done:
+                print(f"{method} seed {seed}: in {args.previous}, not run again", flush=True)
+                continue
             run = run_one(work, method, seed, source if method == BOUND else partial, split_file, args)
             check_split(run, split)
             record, row = run_record(run, method, seed)
             records.append(record)
-            runs.append(row)
+            runs.append({**row, "commit": git_commit()})
             rows = summarize(records, runs)
             write_result(
                 f"partial_labels_{args.dataset}",

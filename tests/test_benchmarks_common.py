@@ -67,6 +67,19 @@ def test_untracked_files_do_not_mark_the_commit_dirty(common: ModuleType, repo: 
     assert common.git_commit() == _git(repo, "rev-parse", "HEAD")
 
 
+def test_a_rewritten_result_file_does_not_mark_the_commit_dirty(common: ModuleType, repo: Path) -> None:
+    """A grid rewrites its own tracked result JSON after every run; its later runs still name a clean tree."""
+    results = repo / "benchmarks" / "results"
+    results.mkdir()
+    (results / "bench.json").write_text("{}\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "result")
+    (results / "bench.json").write_text('{"dice": 0.9}\n')
+    assert common.git_commit() == _git(repo, "rev-parse", "HEAD")
+    (repo / "benchmarks" / "bench.py").write_text("steps = 40\n")  # the script itself still counts
+    assert common.git_commit().endswith("+dirty")
+
+
 def test_outside_a_checkout_the_commit_is_unknown(
     common: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@ paired-multilabel copy (``annotations.json``, linked or extracted masks) and its
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -151,7 +152,7 @@ def test_summary_compares_with_separate_and_full(pl: ModuleType) -> None:
     assert pl.targets(list(rows.values())) == {"dodnet_ge_separate": True, "dodnet_within_2_points_of_full": True}
 
 
-def test_previous_runs_join_only_the_seeds_not_run_again(pl: ModuleType, tmp_path: Path) -> None:
+def test_previous_runs_all_join_with_the_commit_each_ran_at(pl: ModuleType, tmp_path: Path) -> None:
     def row(method: str, seed: int, dice: float) -> dict[str, object]:
         return {
             "method": method,
@@ -167,15 +168,58 @@ def test_previous_runs_join_only_the_seeds_not_run_again(pl: ModuleType, tmp_pat
 
     earlier = {
         "benchmark": "partial_labels_jsrt",
-        "commit": "abc",
-        "results": {"runs": [row("dodnet", 0, 0.9), row("separate", 0, 0.8), row("dodnet", 1, 0.7)]},
-    }
+        "commit": "abc+dirty",
+        "settings": {"previous": {"file": "older.json", "commit": "old", "seeds": [0]}},
+        "results": {"runs": [row("dodnet", 0, 0.9), row("separate", 0, 0.8), {**row("dodnet", 1, 0.7), "commit": "new"},
+                             row("multihead", 1, 0.6)]},
+    }  # fmt: skip
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps(earlier))
-    records, rows, source = pl.previous_runs(path, [1, 2])
-    assert [(r.method, r.seed) for r in records] == [("dodnet", 0), ("separate", 0)]
+    records, rows, source = pl.previous_runs(path)
+    assert [(r.method, r.seed) for r in records] == [("dodnet", 0), ("separate", 0), ("dodnet", 1), ("multihead", 1)]
     assert records[1].dice == {"heart": 0.8} and records[1].case_dice["b"] == pytest.approx(0.7)
-    assert [r["seed"] for r in rows] == [0, 0] and source == {"file": "earlier.json", "commit": "abc", "seeds": [0]}
+    # Seed 0 came from the file before (its commit); a row that names its commit keeps it; the rest ran at "abc".
+    assert [r["commit"] for r in rows] == ["old", "old", "new", "abc+dirty"]
+    assert source == {"file": "earlier.json", "commit": "abc+dirty",
+                      "runs": ["dodnet/seed0", "dodnet/seed1", "multihead/seed1", "separate/seed0"]}  # fmt: skip
     path.write_text(json.dumps({**earlier, "benchmark": "adversarial_ph2"}))
     with pytest.raises(MedsslError, match="not a result of this benchmark"):
-        pl.previous_runs(path, [1])
+        pl.previous_runs(path)
+
+
+def test_the_grid_runs_only_what_the_previous_result_lacks(
+    pl: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid continued from an earlier result file trains the missing (method, seed) pairs only, and its new rows
+    name the commit they ran at."""
+    earlier = tmp_path / "earlier.json"
+    done = {"method": "dodnet", "seed": 0, "test_dice": 0.9, "test_hd95": 1.0,
+            "structures": {"heart": {"dice": 0.9, "hd95": 1.0}}, "case_dice": {"a": 0.9}, "train_seconds": 1.0,
+            "steps": 5, "stopped": "plateau", "best_val_dice": 0.9,
+            "commit": "old"}  # fmt: skip
+    earlier.write_text(json.dumps({"benchmark": "partial_labels_jsrt", "commit": "old", "results": {"runs": [done]}}))
+    trained: list[tuple[str, int]] = []
+    written: list[dict[str, object]] = []
+    monkeypatch.setattr(pl, "require", lambda path: path)
+    split = {"train": [], "val": [], "test": []}
+    monkeypatch.setattr(pl, "prepare", lambda source, work, groups: (tmp_path, tmp_path / "split.json", split))
+    monkeypatch.setattr(pl, "check_split", lambda run, split: None)
+    monkeypatch.setattr(pl, "git_commit", lambda: "now")
+    monkeypatch.setattr(pl, "run_one", lambda work, method, seed, *rest: trained.append((method, seed)) or tmp_path)
+
+    def run_record(run: Path, method: str, seed: int) -> tuple[RunRecord, dict[str, object]]:
+        row = {**done, "method": method, "seed": seed}
+        del row["commit"]
+        return dataclasses.replace(pl.previous_runs(earlier)[0][0], method=method, seed=seed), row
+
+    monkeypatch.setattr(pl, "run_record", run_record)
+    monkeypatch.setattr(pl, "write_result", lambda name, settings, results: written.append(results))
+    args = pl.argparse.Namespace(
+        dataset="jsrt", methods="dodnet,multihead", seeds="0,1", previous=earlier, work=tmp_path, prepare_only=False
+    )
+    pl.run_grid(args)
+    assert trained == [("multihead", 0), ("dodnet", 1), ("multihead", 1)]
+    runs = written[-1]["runs"]
+    assert [(r["method"], r["seed"], r["commit"]) for r in runs] == [  # type: ignore[attr-defined]
+        ("dodnet", 0, "old"), ("multihead", 0, "now"), ("dodnet", 1, "now"), ("multihead", 1, "now")
+    ]  # fmt: skip
