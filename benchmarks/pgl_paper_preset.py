@@ -1,13 +1,14 @@
-"""Step time and memory of PGL's paper preset (3D ResNet-50, output stride (8, 16, 16), heads 4096 / 256) beside
+"""Step time and memory of PGL's paper preset (3D ResNet-50, output stride (16, 16, 8), heads 4096 / 256) beside
 BYOL with the same encoder and heads.
 
 A step = views + forward + backward + AdamW step + EMA update, the engine's step (``fit_in_memory``), on random
-volumes (the cost does not depend on the content). On a GPU the paper's 64x128x128 patch fits; on a CPU one step
-at that size takes tens of seconds, so the default there is a reduced patch. Writes
+volumes (the cost does not depend on the content). On a GPU the paper's patch, 128x128x64 in medssl's (x, y, z)
+order (64 slices), fits; on a CPU one step at that size takes tens of seconds, so the default there is a reduced
+patch. Writes
 benchmarks/results/pgl_paper_preset_<device>.json.
 
-    OMP_NUM_THREADS=2 python benchmarks/pgl_paper_preset.py                       # CPU, 32x64x64, batch 2
-    python benchmarks/pgl_paper_preset.py --shape 64 128 128 --batch 4 --steps 200  # on a GPU
+    OMP_NUM_THREADS=2 python benchmarks/pgl_paper_preset.py                       # CPU, 64x64x32, batch 2
+    python benchmarks/pgl_paper_preset.py --shape 128 128 64 --batch 4 --steps 200  # on a GPU
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _time_steps(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=None, help="patch (default 64 128 128 on a GPU, else 32 64 64)"
+        "--shape", type=int, nargs=3, default=None, help="patch, (x, y, z) (default 128 128 64 on a GPU, else 64 64 32)"
     )
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method (after one warm-up step)")
@@ -44,12 +45,12 @@ def main() -> None:
     parser.add_argument("--methods", default="byol,pgl")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shape = args.shape or ([64, 128, 128] if device.type == "cuda" else [32, 64, 64])
+    shape = args.shape or ([128, 128, 64] if device.type == "cuda" else [64, 64, 32])
     torch.manual_seed(0)
     batch = torch.rand(args.batch, 1, *shape, device=device)
     results: dict[str, dict[str, float | list[float]]] = {}
     for name in args.methods.split(","):
-        encoder = resnet_encoder("resnet50", 3, 1, output_stride=(8, 16, 16))
+        encoder = resnet_encoder("resnet50", 3, 1, output_stride=(16, 16, 8))
         method: PretrainMethod
         if name == "pgl":
             method = PGL(encoder=encoder, preset="paper")
@@ -76,7 +77,7 @@ def main() -> None:
         "batch": args.batch,
         "steps": args.steps,
         "precision": args.precision,
-        "encoder": "resnet50, output stride (8, 16, 16)",
+        "encoder": "resnet50, output stride (16, 16, 8)",
         "heads": [4096, 256],
         "threads": torch.get_num_threads(),
     }

@@ -51,15 +51,15 @@ def test_feature_shapes_and_grads(dims: int, block: str) -> None:
 
 
 def test_paper_output_stride_is_per_axis_and_dilates() -> None:
-    """PGL's 3D encoder: depth strided by 8, height and width by 16; the dropped strides become dilations."""
-    enc = resnet_encoder("resnet50", 3, 1, output_stride=(8, 16, 16), **TINY)
-    assert enc.axis_strides == ((2, 2, 2), (4, 4, 4), (8, 8, 8), (8, 16, 16), (8, 16, 16))
+    """PGL's 3D encoder: x and y strided by 16, the slice axis z by 8; the dropped strides become dilations."""
+    enc = resnet_encoder("resnet50", 3, 1, output_stride=(16, 16, 8), **TINY)
+    assert enc.axis_strides == ((2, 2, 2), (4, 4, 4), (8, 8, 8), (16, 16, 8), (16, 16, 8))
     assert enc.strides == (2, 4, 8, 16, 16) and enc.required_divisor == 16
-    feats = enc(torch.randn(2, 1, 16, 32, 48))
-    assert [tuple(f.shape[2:]) for f in feats][-2:] == [(2, 2, 3), (2, 2, 3)]
+    feats = enc(torch.randn(2, 1, 32, 48, 16))
+    assert [tuple(f.shape[2:]) for f in feats][-2:] == [(2, 3, 2), (2, 3, 2)]
     middle = enc.stages[3][1].branch[3]  # stage 4, second block, 3x3 conv
     assert isinstance(middle, nn.Conv3d)
-    assert middle.dilation == (4, 2, 2) and middle.padding == (4, 2, 2) and middle.stride == (1, 1, 1)
+    assert middle.dilation == (2, 2, 4) and middle.padding == (2, 2, 4) and middle.stride == (1, 1, 1)
 
 
 def test_isotropic_resnet_plugs_into_the_unet() -> None:
@@ -69,7 +69,7 @@ def test_isotropic_resnet_plugs_into_the_unet() -> None:
 
 
 def test_weights_round_trip(tmp_path: Path) -> None:
-    kwargs = {"depths": (1, 1, 1, 1), "output_stride": (8, 16, 16), **TINY}
+    kwargs = {"depths": (1, 1, 1, 1), "output_stride": (16, 16, 8), **TINY}
     enc = ResNetEncoder(3, 1, **kwargs)  # type: ignore[arg-type]
     path = save_encoder(enc, tmp_path / "resnet.pt")
     fresh = ResNetEncoder(3, 1, **kwargs)  # type: ignore[arg-type]

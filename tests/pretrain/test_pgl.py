@@ -13,6 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from medssl.cli import app
+from medssl.configs import preset_path
 from medssl.data.views import overlap_fraction
 from medssl.errors import MedsslError
 from medssl.networks import ResNetEncoder, UNetEncoder, load_encoder
@@ -68,13 +69,22 @@ def test_presets() -> None:
     paper = PGL(3, 1, SMALL, preset="paper")  # the preset's ResNet-50 replaces the U-Net widths
     enc = paper.encoder
     assert isinstance(enc, ResNetEncoder) and enc.depths == (3, 4, 6, 3) and enc.block == "bottleneck"
-    assert enc.axis_strides[-1] == (8, 16, 16)
+    assert enc.axis_strides[-1] == (16, 16, 8)  # medssl's (x, y, z): the slice axis, last, strided least
+    assert PGL(2, 1, SMALL, preset="paper").encoder.axis_strides[-1] == (16, 16)
     assert isinstance(paper.target_encoder, ResNetEncoder)
     for head in (paper.projector, paper.predictor):
         assert isinstance(head, ConvProjectionHead) and (head.hidden_dim, head.out_dim) == (4096, 256)
     assert PGL(2, 1, SMALL, hidden_dim=64, projection_dim=8).predictor.out_dim == 8
     with pytest.raises(ValueError, match="preset"):
         PGL(2, 1, preset="large")
+
+
+def test_the_paper_preset_strides_its_patch_to_a_cube() -> None:
+    """The preset file's patch and the paper preset's encoder agree: 64 slices on z, strided 8, and 128 on x and
+    y, strided 16, give an 8x8x8 deepest map (a patch or stride on the wrong axis gives 4x8x16)."""
+    patch = yaml.safe_load(preset_path("pretrain-pgl-paper").read_text())["patch_size"]
+    strides = PGL(3, 1, SMALL, preset="paper").encoder.axis_strides[-1]
+    assert [size // stride for size, stride in zip(patch, strides, strict=True)] == [8, 8, 8]
 
 
 def test_paper_preset_trains_in_2d() -> None:

@@ -102,7 +102,7 @@ class ResNetEncoder(Encoder):
         widths: base width per stage (bottleneck outputs are 4x wider); ResNet: (64, 128, 256, 512).
         block: ``"bottleneck"`` or ``"basic"``.
         output_stride: total stride of the deepest map, one power of two for every axis or one per axis, each at
-            most ``2 ** (len(depths) + 1)``; PGL's 3D setting is (8, 16, 16).
+            most ``2 ** (len(depths) + 1)``; PGL's 3D setting is (16, 16, 8) (the slice axis, z, strided least).
         stem_width: stem channels (default ``widths[0]``).
         norm: see ``medssl.networks.layers.NORMS`` (ResNet: ``"batch"``).
         act: see ``medssl.networks.layers.ACTS`` (ResNet: ``"relu"``).
@@ -195,7 +195,7 @@ class ResNetEncoder(Encoder):
 def resnet_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any) -> ResNetEncoder:
     """A ``ResNetEncoder`` preset by name (``RESNET_PRESETS``: ``resnet18``, ``resnet50``); ``kwargs`` override it.
 
-    Example: PGL's encoder is ``resnet_encoder("resnet50", 3, 1, output_stride=(8, 16, 16))``.
+    Example: PGL's encoder is ``resnet_encoder("resnet50", 3, 1, output_stride=(16, 16, 8))``.
     """
     if name not in RESNET_PRESETS:
         raise MedsslError(f"unknown ResNet preset {name!r}; choose one of {', '.join(RESNET_PRESETS)}")

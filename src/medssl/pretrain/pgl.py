@@ -7,8 +7,9 @@ online prediction of one view and the target projection of the other, symmetrise
 The target network and its momentum schedule are BYOL's (``MomentumMethod``).
 
 Presets (``PGL_PRESETS``): ``small`` (default, for CPU runs and tests): the U-Net's encoder (``channels``), heads
-1024 / 256; ``paper``: the paper's ResNet-50 (3, 4, 6, 3) with output stride (8, 16, 16) in 3D ((16, 16) in 2D),
-heads 4096 / 256, for GPUs (about 30 s a step at 64 x 128 x 128 on a CPU).
+1024 / 256; ``paper``: the paper's ResNet-50 (3, 4, 6, 3) with output stride (16, 16, 8) in 3D ((16, 16) in 2D),
+heads 4096 / 256, for GPUs (about 30 s a step at 128 x 128 x 64 on a CPU). The paper's patches are 64 slices of
+128 x 128 with the slice axis strided least; medssl's arrays are ``(x, y, z)``, so the slice axis is the last.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ _NO_INTENSITY: dict[str, IntensityOp] = {name: (0.0, op[1], op[2]) for name, op 
 
 PGL_PRESETS: dict[str, dict[str, Any]] = {
     "small": {"encoder": None, "hidden_dim": 1024, "projection_dim": 256},
-    "paper": {"encoder": "resnet50", "output_stride": (8, 16, 16), "hidden_dim": 4096, "projection_dim": 256},
+    # Output stride per number of spatial axes; in 3D the slice axis (medssl's last, z) is strided least.
+    "paper": {
+        "encoder": "resnet50",
+        "output_stride": {2: (16, 16), 3: (16, 16, 8)},
+        "hidden_dim": 4096,
+        "projection_dim": 256,
+    },
 }
 
 
@@ -193,7 +200,7 @@ class PGL(MomentumMethod):
         if encoder is None and settings["encoder"] is not None:
             if spatial_dims is None or in_channels is None:
                 raise ValueError("spatial_dims and in_channels are required unless an encoder is given")
-            stride = settings["output_stride"][-spatial_dims:]
+            stride = settings["output_stride"][spatial_dims]
             encoder = resnet_encoder(settings["encoder"], spatial_dims, in_channels, output_stride=stride)
             channels = None  # the preset's encoder replaces the U-Net widths
 
