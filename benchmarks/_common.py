@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -78,6 +79,16 @@ def proc_status_kb(field: str) -> int | None:
     except OSError:
         pass
     return None
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """This process's peak resident memory: ``VmHWM`` of ``/proc/self/status`` (its own address space's high-water
+    mark), and ``ru_maxrss``, which on Linux also carries the parent's resident size at the fork that started it
+    (a parent of 1 GB makes every child report at least 1 GB), so it is only an upper bound."""
+    out = {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = proc_status_kb("VmHWM")
+    out["peak_rss_mb"] = out["ru_maxrss_mb"] if peak is None else peak / 1024
+    return out
 
 
 def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -> Path:

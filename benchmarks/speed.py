@@ -1,8 +1,9 @@
 """Speed of our training step and sliding-window prediction against a plain MONAI/PyTorch reference.
 
 Same network, same input, same loss, same optimiser, in one run; each part runs in its own subprocess so that
-its peak resident memory (ru_maxrss) is its own. Ours = the engine's step (``fit_in_memory``: ``SystemModule``
-driving ``SupervisedSegmentation`` in a Lightning run, AdamW and the poly schedule of ``medssl finetune``;
+its peak resident memory (``VmHWM``; ``ru_maxrss`` would carry the parent's size) is its own. Ours = the engine's
+step (``fit_in_memory``: ``SystemModule`` driving ``SupervisedSegmentation`` in a Lightning run, AdamW and the
+poly schedule of ``medssl finetune``;
 augmentation off, so that both sides do the same work; its cost is reported separately); reference = a hand-written
 loop with ``monai.losses.DiceCELoss``. Prediction: ``medssl.segment.inference.predict_logits``
 against ``monai.inferers.sliding_window_inference`` with the same tile, overlap and Gaussian weighting.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from _common import write_result
+from _common import peak_memory_mb, write_result
 
 CASES = {
     "2d": {
@@ -147,17 +147,8 @@ PARTS = {
 def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     times = PARTS[args.part](CASES[args.case], args)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps(
-            {
-                "median_s": statistics.median(times),
-                "mean_s": statistics.fmean(times),
-                "n": len(times),
-                "peak_rss_mb": peak_mb,
-            }
-        )
-    )
+    summary = {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "n": len(times)}
+    print(json.dumps(summary | peak_memory_mb()))
 
 
 def main() -> None:

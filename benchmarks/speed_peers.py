@@ -36,7 +36,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -217,18 +216,8 @@ def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data, work = require(DATA / args.dataset), Path(args.work)
     result = PARTS[args.part](args, data, work)
-    result |= peak_memory_mb()
+    result |= _common.peak_memory_mb()
     print(json.dumps(result))
-
-
-def peak_memory_mb() -> dict[str, float]:
-    """This process's peak resident memory: ``VmHWM`` of ``/proc/self/status`` (its own address space's high-water
-    mark), and ``ru_maxrss``, which on Linux also carries the parent's resident size at the fork that started it
-    (a parent of 1 GB makes every child report at least 1 GB), so it is only an upper bound."""
-    out = {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    peak = _common.proc_status_kb("VmHWM")
-    out["peak_rss_mb"] = out["ru_maxrss_mb"] if peak is None else peak / 1024
-    return out
 
 
 def _run_part(part: str, dataset: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
