@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=2 python benchmarks/labelfree_robustness.py ph2 --images first40 # the tuning images
     OMP_NUM_THREADS=2 python benchmarks/labelfree_robustness.py jsrt                 # clean only
     python benchmarks/labelfree_robustness.py ph2 --limit 4 --out-dir /tmp/robust    # a smoke run
+    python benchmarks/labelfree_robustness.py ph2 --methods s3 --sets clean --tag s3-clean   # one method, one set
     python benchmarks/labelfree_robustness.py ph2 --plain --set kmeans.min_region=0 --config my.yaml
 
 Every PH2 image gets one corrupted copy per artefact of ``medssl.labelfree.artefacts`` (seed 0, seeded by the
@@ -25,6 +26,7 @@ import csv
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +77,13 @@ def jsrt_cases() -> list[Case]:
     ]
 
 
-def write_sets(cases: list[Case], work: Path, seed: int) -> dict[str, list[Case]]:
-    """The clean set and, per artefact, one corrupted copy of every case written to ``work/<artefact>/``."""
-    sets: dict[str, list[Case]] = {"clean": cases}
-    for kind in ARTEFACTS:
+def write_sets(
+    cases: list[Case], work: Path, seed: int, kinds: Sequence[str] = ("clean", *ARTEFACTS)
+) -> dict[str, list[Case]]:
+    """The clean set and, per artefact, one corrupted copy of every case written to ``work/<artefact>/`` (of
+    ``kinds`` only)."""
+    sets: dict[str, list[Case]] = {"clean": cases} if "clean" in kinds else {}
+    for kind in (k for k in ARTEFACTS if k in kinds):
         (work / kind / "images").mkdir(parents=True, exist_ok=True)
         (work / kind / "masks").mkdir(parents=True, exist_ok=True)
         sets[kind] = []
@@ -306,6 +311,8 @@ def main() -> None:
     parser.add_argument("--images", choices=["first40", "rest", "all"], default="rest", help="PH2 images (sorted)")
     parser.add_argument("--limit", type=int, default=None, help="first N of those images only (a smoke run)")
     parser.add_argument("--methods", nargs="+", default=None, help="subset of kmeans, s3 (and kmeans-plain)")
+    parser.add_argument("--sets", nargs="+", default=None, help=f"subset of clean, {', '.join(ARTEFACTS)}")
+    parser.add_argument("--tag", default="", help="results file suffix: labelfree_robustness_<dataset>_<tag>")
     parser.add_argument("--plain", action="store_true", help="also k-means with every pre-processing step off")
     parser.add_argument("--config", type=Path, default=None, help="YAML settings for every method")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="[method.]key=value")
@@ -334,13 +341,17 @@ def run(args: argparse.Namespace) -> None:
         if missing:
             raise MedsslError(f"unknown method(s) {sorted(missing)}; choose from {sorted(configs)}")
         configs = {name: configs[name] for name in args.methods}
+    kinds = args.sets or ["clean", *ARTEFACTS]
+    unknown = set(kinds) - {"clean", *ARTEFACTS}
+    if unknown or (args.dataset == "jsrt" and kinds != ["clean"] and args.sets):
+        raise MedsslError(f"--sets: {sorted(unknown) or kinds} not available for {args.dataset}")
     rule = headline_rule(args.rule)
     cases = ph2_cases(args.images) if args.dataset == "ph2" else jsrt_cases()
     cases = cases[: args.limit] if args.limit else cases
-    name = f"labelfree_robustness_{args.dataset}"
+    name = f"labelfree_robustness_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
-        sets = write_sets(cases, work, args.seed) if args.dataset == "ph2" else {"clean": cases}
+        sets = write_sets(cases, work, args.seed, kinds) if args.dataset == "ph2" else {"clean": cases}
         rows, examples = run_sets(sets, configs, rule)
     write_cases_csv(results_dir / f"{name}_cases.csv", rows)
     save_figure(results_dir / f"{name}.png", examples, f"truth green, {rule} rule magenta")
@@ -351,7 +362,8 @@ def run(args: argparse.Namespace) -> None:
         "n_images": len(cases),
         "tuning": "settings are tuned only on the first 40 PH2 images by name and their corrupted copies "
         "(--images first40); reported here on the images named by 'images' (rest: the other 160)",
-        "artefacts": list(ARTEFACTS) if args.dataset == "ph2" else [],
+        "artefacts": [k for k in ARTEFACTS if k in kinds] if args.dataset == "ph2" else [],
+        "sets": list(sets),
         "artefact_seed": args.seed,
         "headline_rule": rule,
         "rules": ["best-cluster", *protocols.cluster_protocols(without_truth=True)],
