@@ -135,15 +135,20 @@ def _batches(loader: Any) -> Iterator[dict[str, Any]]:
         yield from loader
 
 
-def train(data: Path, plan: dict[str, Any], ids: list[str], total: int, bf16: bool) -> list[float]:
+def train(
+    data: Path, plan: dict[str, Any], ids: list[str], total: int, bf16: bool, seed: int = 0, save: Path | None = None
+) -> list[float]:
     """``total`` steps of the plain loop; the ``perf_counter`` after every step (index 0: before the first), the
-    loader's next batch inside each step. The cache is filled before the first stamp."""
+    loader's next batch inside each step. The cache is filled before the first stamp. ``seed`` fixes the crops,
+    augmentation and shuffling; ``save``: where to write the trained weights (a ``state_dict``)."""
     from monai.data import CacheDataset, DataLoader, set_track_meta
     from monai.transforms import Compose
+    from monai.utils import set_determinism
 
+    set_determinism(seed)
     dataset = CacheDataset(
         training_files(data, plan, ids),
-        Compose(cached_transforms(plan) + random_transforms(plan)),
+        Compose(cached_transforms(plan) + random_transforms(plan)).set_random_state(seed),
         cache_rate=1.0,
         num_workers=0,
         progress=False,
@@ -165,6 +170,8 @@ def train(data: Path, plan: dict[str, Any], ids: list[str], total: int, bf16: bo
         opt.step()
         schedule.step()
         stamps.append(time.perf_counter())
+    if save is not None:
+        torch.save(net.state_dict(), save)
     return stamps
 
 
@@ -190,16 +197,20 @@ def _post(plan: dict[str, Any], pre: Any) -> Any:
     )
 
 
-def predictor(plan: dict[str, Any]) -> Any:
+def predictor(plan: dict[str, Any], weights: Path | None = None) -> Any:
     """A function ``path, out_dir -> None`` that predicts one image file and writes its label map (one PNG per
-    structure, 0/255, under ``out_dir/<structure>/``; else a NIfTI label map), as ``medssl predict`` writes."""
+    structure, 0/255, under ``out_dir/<structure>/``; else a NIfTI label map), as ``medssl predict`` writes.
+    ``weights``: a ``state_dict`` that ``train`` saved (else the seeded initial network: timing only)."""
     from monai.data import set_track_meta
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import SaveImage
 
     set_track_meta(True)  # Invertd and SaveImage need the image's geometry
 
-    net = network_for(plan).eval()
+    net = network_for(plan)
+    if weights is not None:
+        net.load_state_dict(torch.load(weights, map_location="cpu"))
+    net.eval()
     inferer = SlidingWindowInferer(plan["patch_size"], sw_batch_size=4, overlap=0.25, mode="gaussian")
     pre = _pre(plan)
     post = _post(plan, pre)

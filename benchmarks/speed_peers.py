@@ -22,7 +22,7 @@ Each part runs in its own subprocess (peak resident memory: its ``VmHWM``; ``ru_
 an upper bound: on Linux it inherits the parent's size); the sides alternate order over
 ``--rounds``; the result is the median over rounds. Beside the times: FLOPs of one forward + backward
 (``FlopCounterMode``) and the fraction of this CPU's measured fp32 / bf16 matmul peak a step reaches. nnU-Net v2
-and lightly are recorded as not runnable here, with the reason. Dice at equal steps is a later part. Usage::
+and lightly are recorded as not runnable here, with the reason. Dice at equal steps: ``peers_dice.py``. Usage::
 
     python benchmarks/speed_peers.py --threads 1
     OMP_NUM_THREADS=1 python benchmarks/speed_peers.py --threads 1 --warmup 1 --steps 2 --rounds 1 --images 2 \\
@@ -303,7 +303,7 @@ def peers() -> dict[str, Any]:
         "nnunetv2": NNUNET,
         "lightly": LIGHTLY,
         "importable_here": held,
-        "dice_at_equal_steps": "not measured: a later part of issue 24",
+        "dice_at_equal_steps": "benchmarks/peers_dice.py (peers_dice.json)",
     }
 
 
