@@ -333,6 +333,38 @@ def encoder_transfer_table(runs: list[dict[str, Any]], fraction: float = 0.1) ->
     return "\n".join(lines)
 
 
+def partial_labels_table(runs: list[dict[str, Any]]) -> str:
+    """Per dataset: every method's test Dice over seeds, per structure, HD95, the paired difference to the
+    separate networks (t-test over seeds, Wilcoxon over (seed, case) pairs) and to the fully labelled bound."""
+    out = []
+    for r in runs:
+        rows = r["results"]["summary"]
+        structures = sorted(k.removeprefix("dice_") for k in rows[0] if k.startswith("dice_"))
+        commits = sorted({run.get("commit", r["commit"])[:8] for run in r["results"]["runs"]})
+        out += [
+            f"**{r['settings']['dataset']}** (commits {', '.join(commits)}; targets: {r['results']['targets']})",
+            "",
+            "| method | seeds | Dice mean ± sd | " + " | ".join(structures) + " | HD95 | vs separate (points; p seeds;"
+            " p Wilcoxon) | vs full (points) | steps | s | plateau stops |",
+            "|---" * (9 + len(structures)) + "|",
+        ]
+        for row in rows:
+            vs_sep = (
+                f"{100 * row['diff_vs_separate']:+.2f}; {_f(row['p_seeds'], 2)}; {_f(row['p_wilcoxon'], 3)}"
+                if row.get("diff_vs_separate") is not None
+                else ""
+            )
+            vs_full = f"{100 * row['diff_vs_full']:+.2f}" if row.get("diff_vs_full") is not None else ""
+            out.append(
+                f"| {row['method']} | {row['n_seeds']} | {row['mean_dice']:.4f} ± {_f(row['std_dice'], 4)} | "
+                + " | ".join(_f(row[f"dice_{s}"]) for s in structures)
+                + f" | {_f(row['mean_hd95'], 1)} | {vs_sep} | {vs_full} | {row['mean_steps']:.0f} | "
+                f"{row['mean_train_seconds']:.0f} | {row['stopped'].get('plateau', 0)} / {row['n_seeds']} |"
+            )
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def replace_block(text: str, name: str, table: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
@@ -356,6 +388,8 @@ def main() -> None:
     text = replace_block(text, "encoder-transfer", encoder_transfer_table(_load("encoder_transfer_*.json")))
     text = replace_block(text, "pgl-cost", pgl_cost_table(_load("pgl_cost.json")))
     text = replace_block(text, "pgl-paper", pgl_paper_table(_load("pgl_paper_preset_*.json")))
+    partial = [p for d in ("jsrt", "hippocampus") for p in _load(f"partial_labels_{d}.json")]
+    text = replace_block(text, "partial-labels", partial_labels_table(partial))
     DOC.write_text(text)
     time_to_dice_plot(finetune)
     print(f"updated {DOC}")
