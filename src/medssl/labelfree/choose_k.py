@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial.distance import cdist
 
 from medssl.labelfree.config import AUTO_CLUSTERS, LabelFreeConfig
 
@@ -24,13 +25,19 @@ ConfigT = TypeVar("ConfigT", bound=LabelFreeConfig)
 _SAMPLE = 1500
 
 
-def silhouette(points: npt.NDArray[np.floating], assignment: npt.NDArray[np.integer]) -> float:
+def silhouette(
+    points: npt.NDArray[np.floating],
+    assignment: npt.NDArray[np.integer],
+    distances: npt.NDArray[np.floating] | None = None,
+) -> float:
     """Mean silhouette of ``(N, F)`` points clustered by ``assignment`` ``(N,)``; points alone in their cluster
     count 0 (Rousseeuw's convention), and a single cluster gives 0.
 
     Args:
         points: ``(N, F)`` points.
         assignment: ``(N,)`` cluster of each point.
+        distances: their ``(N, N)`` Euclidean distances, when already computed (they do not depend on the
+            clustering: ``choose_clusters`` computes them once for every K).
 
     Returns:
         The mean silhouette in [-1, 1].
@@ -39,7 +46,8 @@ def silhouette(points: npt.NDArray[np.floating], assignment: npt.NDArray[np.inte
     ids, index = np.unique(assignment, return_inverse=True)
     if len(ids) < 2:
         return 0.0
-    distances = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2), 0.0))
+    if distances is None:
+        distances = cdist(x, x)
     one_hot = np.eye(len(ids))[index]  # (N, k)
     sizes = one_hot.sum(axis=0)
     sums = distances @ one_hot  # (N, k): summed distance of each point to each cluster
@@ -76,10 +84,11 @@ def choose_clusters(
     x = np.asarray(points, dtype=np.float64)
     drawn = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)]
     scores: dict[int, float] = {}
+    distances = cdist(drawn, drawn)
     for k in candidates:
         if k <= len(np.unique(drawn, axis=0)):
             assignment, _ = kmeans(drawn, k, restarts=2, seed=seed)
-            scores[k] = silhouette(drawn, assignment)
+            scores[k] = silhouette(drawn, assignment, distances)
     if not scores:
         return min(candidates), scores
     best = max(scores.values())
