@@ -374,7 +374,7 @@ def main() -> None:
     finetune = _load("finetune_*.json")
     speed = _load("speed.json")
     label_efficiency = _load("label_efficiency_*.json")
-    labelfree = _load("labelfree_*.json")
+    labelfree = [r for r in _load("labelfree_*.json") if not r["benchmark"].startswith("labelfree_robustness")]
     text = DOC.read_text()
     text = replace_block(text, "labelfree", labelfree_table(labelfree))
     labelfree_plot(labelfree)
