@@ -36,6 +36,7 @@ import torch
 import _common
 import _speed_peers_monai as peer
 from _common import DATA, require, write_result
+from medssl.data.layouts import discover
 from medssl.evaluation.scoring import evaluate_folders
 
 DATASETS = {"jsrt": ("images", "masks"), "hippocampus": ("imagesTr", "labelsTr")}  # images, references
@@ -76,12 +77,10 @@ def run_monai(data: Path, run: Path, model: Path, args: argparse.Namespace, bf16
 
 
 def labels_of(data: Path) -> dict[int, str] | None:
-    """Label value -> name of a Decathlon ``dataset.json`` (background left out); None for a folder of masks."""
-    meta = data / "dataset.json"
-    if not meta.is_file():
-        return None
-    names = json.loads(meta.read_text())["labels"]
-    return {int(v): n for v, n in names.items() if int(v) != 0}
+    """Label value -> name as the dataset declares it (``dataset.json``, MSD or nnU-Net form), background left
+    out; None for a folder of masks (their sub-folders name the structures)."""
+    labels = discover(data).labels
+    return None if labels is None else {v: n for v, n in labels.items() if v != 0}
 
 
 def score(predictions: Path, data: Path) -> dict[str, dict[str, float]]:

@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import nibabel as nib
+import numpy as np
 import pytest
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -34,6 +37,14 @@ def test_the_difference_is_paired_per_case_over_the_mean_of_structures(pd: Modul
 
 
 def test_labels_come_from_the_decathlon_json_without_background(pd: ModuleType, tmp_path: Path) -> None:
-    assert pd.labels_of(tmp_path) is None  # a folder of masks: the sub-folders name the structures
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Post"}}))
-    assert pd.labels_of(tmp_path) == {1: "Anterior", 2: "Post"}
+    masks = tmp_path / "masks"
+    for folder in ("images", "masks/heart"):
+        (masks / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / folder / "a.png")
+    assert pd.labels_of(masks) is None  # a folder of masks: the sub-folders name the structures
+    msd = tmp_path / "msd"
+    for folder in ("imagesTr", "labelsTr"):
+        (msd / folder).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), msd / folder / "a.nii.gz")
+    (msd / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "Anterior": 1, "Post": 2}}))
+    assert pd.labels_of(msd) == {1: "Anterior", 2: "Post"}  # nnU-Net's name -> value form
