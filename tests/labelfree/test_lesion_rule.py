@@ -58,6 +58,23 @@ def test_a_lesion_touching_one_border_is_kept() -> None:
     assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
 
 
+def test_a_lesion_filling_the_frame_is_kept() -> None:
+    # A close-up: the lesion touches all four edges and leaves skin in the corners only. Its ring lies mostly
+    # outside the image, which for an off-centre region (a dark strip) would mean an artefact.
+    lesion = np.hypot(ROWS - 59.5, COLS - 59.5) <= 66
+    labels, lightness = _picture(lesion)
+    assert 0.8 < lesion.mean() < 0.95
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_centred_skin_around_a_lesion_cut_by_the_border_is_not_taken() -> None:
+    # The skin fills the frame around the lesion and is centred: only a darker region's edge contact is eased.
+    lesion = _disc(60, 0, 42)
+    labels, lightness = _picture(lesion)
+    assert 0.15 < lesion.mean() < 0.25
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
 def test_a_lesion_split_over_two_clusters_is_taken_whole() -> None:
     lesion = _disc(60, 60, 25)
     left, right = lesion & (COLS < 60), lesion & (COLS >= 60)

@@ -40,6 +40,21 @@ def test_field_of_view_finds_the_vignette_and_nothing_without_one() -> None:
     assert field_of_view(image_lightness(flat), (96, 128)).all()
 
 
+def test_a_dark_lesion_cut_by_one_border_is_not_taken_for_a_field_of_view() -> None:
+    # A zoomed, off-centre shot: the left half darkens from 0.5 half short sides out and a dark lesion is cut by
+    # the left edge. The radial profile drops as for a vignette, and the field it gives would keep a quarter of
+    # the picture, beyond which the median is still light.
+    rows, cols = np.mgrid[:96, :128]
+    radius = np.hypot(rows - 47.5, cols - 63.5) / 48
+    lightness = 90.0 - 40.0 * np.clip(radius - 0.5, 0, 2) * (cols < 64)
+    lightness[np.hypot(rows - 48, cols + 5) <= 35] = 30.0
+    assert field_of_view(lightness.astype(np.float32), (96, 128)).all()
+    # A small circle in a black frame keeps as little of the picture, but is dark beyond: found.
+    small_circle = np.where(radius <= 0.6, 90.0, 5.0).astype(np.float32)
+    fov = field_of_view(small_circle, (96, 128))
+    assert fov.mean() < 0.4 and not fov[0, 0] and fov[48, 64]
+
+
 def test_hair_mask_finds_thin_dark_lines_not_the_lesion() -> None:
     image, lesion = dermoscopy_like((64, 64), vignette=False)
     lightness = image_lightness(image)

@@ -12,16 +12,20 @@ split). Each region is scored by:
   and rings are not);
 - **distance of its centroid from the image centre**, as a share of the half diagonal, with a small weight
   (photographs centre the lesion, but one touching a border must still win);
-- **contact with excluded pixels**: the share of its ring that lies outside the image or on label 0 (field of
-  view, excluded artefacts), penalised only beyond ``_FREE_CONTACT`` (a lesion touching one border has a small
-  share, a dark corner or a strip along the edge half or more);
+- **contact with excluded pixels**: the share of its ring that lies on label 0 (field of view, excluded
+  artefacts) plus the share outside the image, the latter scaled, for a region darker than its ring, by the
+  centroid's distance from the centre up to ``_CENTRED`` (a dark corner or a strip along the edge is off-centre,
+  a lesion filling the frame touches every edge but is centred; skin around an off-centre lesion is centred
+  too, but brighter), penalised only beyond ``_FREE_CONTACT`` (a lesion touching one border has a small share,
+  a dark corner or a strip along the edge half or more);
 - **size**: regions below ``_MIN_SHARE`` of the clustered pixels are not candidates (specks); above
   ``_LARGE_SHARE`` they are penalised (the skin); a small bonus (**presence**) grows up to ``_PRESENT_SHARE``
   and then stays, so a lesion of a few percent outweighs a clump of hair of one percent, and beyond that size
   does not count.
 
 ``score = contrast + 0.5 compactness - 0.5 centre - 2 excess contact - 2 excess size + 0.3 presence``; the
-weights were set on synthetic pictures, the first 40 PH2 images and corrupted copies of the first 10.
+weights were set on synthetic pictures, the first 40 PH2 images and corrupted copies of the first 10, and
+``_CENTRED`` on the corrupted copies of the first 40 (``benchmarks/labelfree_robustness.py --images first40``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ _MIN_SHARE = 0.002
 _LARGE_SHARE = 0.8
 _PRESENT_SHARE = 0.03  # the size bonus grows up to this share (a hair clump or speck is smaller than a lesion)
 _FREE_CONTACT = 0.3
+_CENTRED = 0.15  # image-edge contact counts in full from this distance from the centre on
 _RING_SHARE = 0.2  # ring width as a share of the region's equivalent radius (at least 2 pixels)
 _CONTRAST_CAP = 3.0
 _BRIGHTER = 0.5  # contrast counts this much for a region brighter than its ring (lesions are mostly darker)
@@ -97,10 +102,12 @@ def score_region(
     distance = ndimage.distance_transform_edt(~np.pad(region, 1))[1:-1, 1:-1]
     padded_distance = ndimage.distance_transform_edt(~np.pad(region, math.ceil(width) + 1))
     ring_all = (padded_distance > 0) & (padded_distance <= width)
-    inner = np.pad(clustered, math.ceil(width) + 1)
-    contact = 1.0 - float(inner[ring_all].sum()) / max(int(ring_all.sum()), 1)
+    pad = math.ceil(width) + 1
+    n_ring = max(int(ring_all.sum()), 1)
+    excluded = float((np.pad(~clustered, pad) & ring_all).sum()) / n_ring
+    beyond_image = float((~np.pad(np.ones_like(region), pad) & ring_all).sum()) / n_ring
     ring = (distance > 0) & (distance <= width) & clustered
-    contrast = 0.0
+    contrast, difference = 0.0, 0.0
     if ring.any():
         difference = float(lightness[ring].mean()) - float(lightness[region].mean())
         polarity = 1.0 if difference > 0 else _BRIGHTER
@@ -115,6 +122,9 @@ def score_region(
     except (QhullError, ValueError):
         compactness = 1.0  # a line or a point: too few pixels to say
     share = area / max(int(clustered.sum()), 1)
+    # The image edge counts as contact in full for an off-centre region (a dark strip or corner) or a brighter
+    # one (skin), and less and less towards the centre for a darker one (a lesion filling the frame).
+    contact = excluded + beyond_image * (min(centre / _CENTRED, 1.0) if difference > 0 else 1.0)
     return {
         "contrast": contrast,
         "compactness": compactness,

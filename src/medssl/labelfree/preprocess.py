@@ -40,6 +40,11 @@ _WHITE = np.array([0.9505, 1.0, 1.089])
 _RING_BIN = 0.05
 _MIN_DROP = 20.0
 _DROP_SHARE = 0.1
+# A field of view that would leave less than ``_MIN_FIELD`` of the picture must be dark beyond its edge: the
+# median there must have lost ``_OUTSIDE_DROP`` of the drop (a dermoscope's small circle in a black frame has;
+# a zoomed, off-centre shot whose skin darkens gently to one side has not).
+_MIN_FIELD = 0.4
+_OUTSIDE_DROP = 0.5
 # Artefacts: the least share of the field of view that their exclusion must leave.
 _MIN_LEFT = 0.25
 # Hair: black-hat depth (L* units) above which a pixel is taken as hair.
@@ -108,8 +113,10 @@ def field_of_view(luminance: FloatArray, input_shape: tuple[int, int]) -> BoolAr
     The median lightness of each ring around the centre (radius measured in the input's pixels, so the disc
     stays round after resizing to a square) is flat or gently varying over the skin and drops towards the dark
     corners. When the drop exceeds ``_MIN_DROP``, the field ends at the first ring (outside the brightest ring
-    within 1.2 half short sides) that has lost ``_DROP_SHARE`` of it. A lesion covering most of a ring lowers
-    its median only where it covers more than half of the ring.
+    within 1.2 half short sides) that has lost ``_DROP_SHARE`` of it. A field that would keep less than
+    ``_MIN_FIELD`` of the picture is kept only when the median beyond it has lost ``_OUTSIDE_DROP`` of the drop:
+    a zoomed, off-centre shot (skin darkening to one side, a dark lesion cut by a border) is not a vignette. A
+    lesion covering most of a ring lowers its median only where it covers more than half of the ring.
 
     Args:
         luminance: ``(h, w)`` lightness in [0, 100] at the working size.
@@ -140,7 +147,10 @@ def field_of_view(luminance: FloatArray, input_shape: tuple[int, int]) -> BoolAr
     beyond = [r for r in range(brightest, n_rings) if not np.isnan(profile[r]) and profile[r] < threshold]
     if not beyond:
         return np.ones((h, w), dtype=bool)
-    return ring < beyond[0]
+    field = ring < beyond[0]
+    if field.mean() < _MIN_FIELD and np.median(luminance[~field]) > profile[brightest] - _OUTSIDE_DROP * drop:
+        return np.ones((h, w), dtype=bool)
+    return field
 
 
 def hair_mask(luminance: FloatArray, size: int) -> BoolArray:
