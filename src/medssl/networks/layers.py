@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from medssl.errors import MedsslError
@@ -41,8 +42,40 @@ SPATIAL_DIMS = (2, 3)
 NORMS = ("instance", "batch", "group", "none")
 ACTS = ("leakyrelu", "relu", "gelu", "elu", "none")
 POOLS = ("max", "avg")
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state dict) that runs single-sample CPU float32 inference in oneDNN.
+
+    PyTorch's CPU dispatch sends a batch of one with 3x3x3 kernels and small feature maps (a U-Net's deep
+    levels on one sliding window) to its native kernel instead of oneDNN; on this project's CPUs that makes a
+    one-window 3D forward about 1.5 times slower than oneDNN (``docs/benchmarks.md``, issue 24). Training
+    (gradients), autocast, other dtypes and devices, tracing and export keep the standard path.
+    """
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if (
+            input.shape[0] == 1
+            and input.device.type == "cpu"
+            and input.dtype == weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()
+        ):
+            return torch.mkldnn_convolution(
+                input.contiguous(), weight.contiguous(), bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super()._conv_forward(input, weight, bias)
+
+
 # The only dimension -> layer mapping in medssl.networks.
-_CONV: dict[int, type[nn.Conv2d | nn.Conv3d]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV: dict[int, type[nn.Conv2d | nn.Conv3d]] = {2: nn.Conv2d, 3: Conv3d}
 _CONV_T: dict[int, type[nn.ConvTranspose2d | nn.ConvTranspose3d]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _INSTANCE_NORM: dict[int, type[nn.InstanceNorm2d | nn.InstanceNorm3d]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _BATCH_NORM: dict[int, type[nn.BatchNorm2d | nn.BatchNorm3d]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
