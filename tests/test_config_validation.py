@@ -20,6 +20,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from medssl import api
 from medssl.cli import main
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve
+from medssl.engine import trainer_setup
 from medssl.engine.trainer_setup import ACCELERATORS, PRECISIONS, check_trainer_options, make_trainer, quiet_lightning
 from medssl.errors import MedsslError
 from medssl.labelfree.config import resolve_method_config
@@ -154,6 +155,34 @@ def test_bad_precision_lists_the_valid_ones() -> None:
     with pytest.raises(MedsslError) as info:
         check_trainer_options("cpu", precision="fp16")
     assert "'fp16'" in str(info.value) and all(p in str(info.value) for p in PRECISIONS)
+
+
+@pytest.mark.parametrize(
+    ("native", "precision", "warned"),
+    [(False, "bf16-mixed", True), (True, "bf16-mixed", False), (None, "bf16-mixed", False), (False, "32-true", False)],
+)
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(
+    monkeypatch: pytest.MonkeyPatch, native: bool | None, precision: str, warned: bool
+) -> None:
+    monkeypatch.setattr(trainer_setup, "cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_trainer_options("cpu", precision=precision)
+    said = [str(w.message) for w in caught if "bf16 instructions" in str(w.message)]
+    assert bool(said) == warned, said
+    assert not said or "use 32-true" in said[0]
+
+
+def test_cpu_bf16_detection_reads_the_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = trainer_setup.Path
+    monkeypatch.setattr(trainer_setup, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert trainer_setup.cpu_has_native_bf16() is True
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert trainer_setup.cpu_has_native_bf16() is False
+    cpuinfo.unlink()
+    assert trainer_setup.cpu_has_native_bf16() is None
 
 
 @pytest.mark.parametrize("devices", [0, -3, "two", "1.5", True])

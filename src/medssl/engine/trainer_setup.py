@@ -17,6 +17,7 @@ import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -144,6 +145,13 @@ def check_trainer_options(
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
         raise MedsslError(f"--num-nodes must be at least 1, not {num_nodes!r}")
     _check_precision(precision)
+    if str(precision).startswith("bf16") and kind == "cpu" and cpu_has_native_bf16() is False:
+        warnings.warn(
+            f"--precision {precision} on a CPU without bf16 instructions (no AVX512-BF16 or AMX in /proc/cpuinfo): "
+            "its bf16 matrix products are emulated, about a hundred times slower than float32 here; use 32-true",
+            UserWarning,
+            stacklevel=2,
+        )
     # Whatever Lightning still refuses (a combination of the above): ask it, without its chatter or warnings.
     try:
         with quiet_lightning(), warnings.catch_warnings():
@@ -162,6 +170,16 @@ def check_trainer_options(
         raise MedsslError(
             f"cannot train with --accelerator {accelerator} --devices {devices} --precision {precision}: {exc}"
         ) from None
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16), from ``/proc/cpuinfo``; None where that
+    cannot be read (not Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
 def _check_accelerator(accelerator: str) -> str:
