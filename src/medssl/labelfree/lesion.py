@@ -100,12 +100,13 @@ def score_region(
     area = int(region.sum())
     width = max(2.0, _RING_SHARE * math.sqrt(area / math.pi))
     distance = ndimage.distance_transform_edt(~np.pad(region, 1))[1:-1, 1:-1]
-    padded_distance = ndimage.distance_transform_edt(~np.pad(region, math.ceil(width) + 1))
-    ring_all = (padded_distance > 0) & (padded_distance <= width)
     pad = math.ceil(width) + 1
+    padded_distance = ndimage.distance_transform_edt(~np.pad(region, pad))
+    ring_all = (padded_distance > 0) & (padded_distance <= width)  # the ring, also where it leaves the image
+    ring_inside = ring_all[pad:-pad, pad:-pad]
     n_ring = max(int(ring_all.sum()), 1)
-    excluded = float((np.pad(~clustered, pad) & ring_all).sum()) / n_ring
-    beyond_image = float((~np.pad(np.ones_like(region), pad) & ring_all).sum()) / n_ring
+    excluded = float((ring_inside & ~clustered).sum()) / n_ring
+    beyond_image = float(ring_all.sum() - ring_inside.sum()) / n_ring
     ring = (distance > 0) & (distance <= width) & clustered
     contrast, difference = 0.0, 0.0
     if ring.any():
