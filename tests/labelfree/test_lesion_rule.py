@@ -68,7 +68,7 @@ def test_a_lesion_filling_the_frame_is_kept() -> None:
 
 
 def test_centred_skin_around_a_lesion_cut_by_the_border_is_not_taken() -> None:
-    # The skin fills the frame around the lesion and is centred: only a darker region's edge contact is eased.
+    # The skin fills the frame around a lesion cut by the border and is centred; the lesion must still win.
     lesion = _disc(60, 0, 42)
     labels, lightness = _picture(lesion)
     assert 0.15 < lesion.mean() < 0.25
