@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medssl.errors import MedsslError
-from medssl.labelfree.lesion import lesion_mask, score_regions
+from medssl.labelfree.lesion import lesion_mask, score_region, score_regions
 from medssl.labelfree.protocols import cluster_protocols, darkest_cluster, select_cluster, select_mask
 from medssl.metrics.overlap import dice
 
@@ -73,6 +73,20 @@ def test_centred_skin_around_a_lesion_cut_by_the_border_is_not_taken() -> None:
     labels, lightness = _picture(lesion)
     assert 0.15 < lesion.mean() < 0.25
     assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_image_edge_contact_is_relieved_only_for_a_centred_darker_region() -> None:
+    # A centred region filling the frame around a disc has most of its ring outside the image. Darker than its
+    # ring it is a close-up lesion and the edge does not count; brighter it is skin, and the edge counts in full.
+    frame = ~_disc(60, 60, 25)
+    clustered = np.ones_like(frame)
+    dark = np.where(frame, LESION, SKIN)
+    bright = np.where(frame, SKIN, LESION)
+    spread = float(dark.std())
+    darker, brighter = score_region(frame, clustered, dark, spread), score_region(frame, clustered, bright, spread)
+    assert darker["centre"] < 0.02 and darker["contact"] == 0.0
+    assert brighter["contact"] > 0.5
+    assert brighter["contrast"] == pytest.approx(darker["contrast"] / 2, rel=1e-6)  # brighter counts half
 
 
 def test_a_lesion_split_over_two_clusters_is_taken_whole() -> None:
