@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from medssl.errors import MedsslError
+from medssl.labelfree.artefacts import ruler
 from medssl.labelfree.config import KMeansConfig
 from medssl.labelfree.detectors import dark_corner_mask, ink_mask, inpaint_nearest, patch_mask, ruler_mask
 from medssl.labelfree.kmeans import kmeans_segment, prepared_features
@@ -78,6 +79,33 @@ def test_ruler_is_found_a_straight_hair_and_a_plain_lesion_are_not() -> None:
     assert not ruler_mask(_lab(_plain()[0])[0], everywhere).any()
     hair = _paint(_plain()[0], (ROWS >= 116) & (ROWS < 118) & (COLS >= 8) & (COLS < 120), (25, 25, 25))
     assert not ruler_mask(_lab(hair)[0], everywhere).any()  # a bar without ticks
+
+
+@pytest.mark.parametrize("dark", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_generators_rulers_are_found_thick_on_the_edge_or_a_white_bar_on_light_skin(dark: bool, seed: int) -> None:
+    # At the working size: a bar 5-9 % of the side thick (wider than the top-hat's base window) lying on the
+    # image edge, dark with white ticks, or white with dark ticks and hardly brighter than the skin.
+    image, lesion = dermoscopy_like((256, 256), vignette=False, seed=seed)
+    picture = np.moveaxis(image, 0, -1)
+    out, _ = ruler(picture, lesion, np.random.default_rng(seed), dark=dark, numbers=bool(seed))
+    bar = np.abs(out.astype(int) - picture.astype(int)).max(axis=-1) > 40
+    found = ruler_mask(_lab(np.moveaxis(out, -1, 0))[0], np.ones(lesion.shape, dtype=bool))
+    assert found[bar].mean() > 0.9
+    assert not found[lesion].any()
+    assert found.mean() < 0.15  # the ruler's strip, not the picture
+
+
+def test_a_bar_thicker_than_the_base_window_on_the_image_edge_is_found() -> None:
+    # 20 pixels thick on the bottom edge, ticks above it: a valley only against skin beyond the edge, and only
+    # for a top-hat window wider than the bar.
+    image, lesion = dermoscopy_like((256, 256), vignette=False)
+    rows, cols = np.mgrid[:256, :256]
+    bar = (rows >= 236) & (cols >= 16) & (cols < 240)
+    ticks = (rows >= 226) & (rows < 236) & (cols >= 16) & (cols < 240) & ((cols - 16) % 12 < 2)
+    painted = _paint(image, bar | ticks, (25, 25, 25))
+    found = ruler_mask(_lab(painted)[0], np.ones(lesion.shape, dtype=bool))
+    assert found[bar].mean() > 0.9 and not found[lesion].any()
 
 
 def test_ink_is_found_and_inpainted_from_the_skin() -> None:

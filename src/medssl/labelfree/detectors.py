@@ -6,7 +6,9 @@ boolean mask. What happens to the pixels is chosen per artefact (``medssl.labelf
 - calibration patches and stickers (``patch_mask``): saturated, uniform, compact regions touching the image or
   field-of-view border. **Excluded** (label 0, like the field of view): they are large and not skin, and filling
   them from their edge would invent a flat skin-coloured area that clusters as skin or as a lesion.
-- rulers and scale marks (``ruler_mask``): a long straight high-contrast bar near an edge with periodic ticks.
+- rulers and scale marks (``ruler_mask``): a long straight high-contrast bar near an edge with periodic ticks,
+  or periodic ticks alone (a white bar on light skin has too little contrast of its own) with the ruler's body
+  beyond them.
   **Excluded**: bars are wide, lie at the edge where no lesion needs them, and filling them smears the edge.
 - ink marks (``ink_mask``): purple or blue strokes (a hue rule in CIELAB). **Inpainted** from the nearest
   skin: strokes are thin and often drawn around or across the lesion, so excluding them would cut holes into
@@ -38,11 +40,15 @@ _PATCH_STD = 10.0  # spread of L* inside: uniform
 # Rulers: top-hat window, contrast (L*), the outer band searched, least bar length (share of the side), the
 # reach of the ticks beyond the bar, and the least number of ticks.
 _RULER_WINDOW = 15
+_RULER_WINDOW_SHARE = 0.12  # of the short side: bars up to about this thick are found
 _RULER_DEPTH = 18.0
 _RULER_BAND = 0.25
 _RULER_LENGTH = 0.3
 _TICK_REACH = 12
 _MIN_TICKS = 5
+_TICK_ROWS = 2  # rows that must show the ticks (a chance row of specks is one)
+_MARK_ROWS = 3  # consecutive rows of ticks that make scale marks without a bar
+_BODY_TOLERANCE = 4.0  # L*: rows of the ruler's body beyond its ticks match the colour between the ticks
 _TICK_SPREAD = 0.35
 # Ink: purple-to-blue hues (degrees) and least chroma; least stroke size (share of the picture).
 _INK_HUE = (-165.0, -20.0)
@@ -100,33 +106,42 @@ def patch_mask(lab: FloatArray, valid: BoolArray) -> BoolArray:
 
 
 def ruler_mask(luminance: FloatArray, valid: BoolArray) -> BoolArray:
-    """Rulers and scale marks: a straight bar (darker or brighter than a closing or opening of
-    ``_RULER_WINDOW``) at least ``_RULER_LENGTH`` of the side long, parallel to and within ``_RULER_BAND`` of an
-    image edge, with at least ``_MIN_TICKS`` regularly spaced ticks next to it (a straight hair has none).
+    """Rulers and scale marks: a straight bar (darker or brighter than a closing or opening of ``_RULER_WINDOW``
+    pixels or ``_RULER_WINDOW_SHARE`` of the short side, whichever is larger) at least ``_RULER_LENGTH`` of the
+    side long, parallel to and within ``_RULER_BAND`` of an image edge, with at least ``_MIN_TICKS`` regularly
+    spaced ticks of either polarity in ``_TICK_ROWS`` of the rows next to or across it (a straight hair has none).
 
     Args:
         luminance: ``(h, w)`` lightness.
         valid: ``(h, w)`` field of view.
 
     Returns:
-        ``(h, w)`` mask of the bars and their ticks, grown by 1 pixel.
+        ``(h, w)`` mask of the rulers (the rectangle spanned by each bar and its tick rows), grown by 1 pixel.
     """
     found = np.zeros(valid.shape, dtype=bool)
     if not valid.any():
         return found
-    # Outside the field of view the median inside, so that its dark rim is no bar.
-    filled = np.where(valid, luminance, np.float32(np.median(luminance[valid])))
-    footprint = np.ones((_RULER_WINDOW, _RULER_WINDOW), dtype=bool)
-    dark = ndimage.grey_closing(filled, footprint=footprint) - filled > _RULER_DEPTH
-    bright = filled - ndimage.grey_opening(filled, footprint=footprint) > _RULER_DEPTH
-    for thin in (dark & valid, bright & valid):  # one polarity at a time: the gaps between dark ticks are bright
-        found |= _horizontal_rulers(thin) | _horizontal_rulers(thin.T).T
+    window = max(_RULER_WINDOW, 2 * round(_RULER_WINDOW_SHARE * min(valid.shape) / 2) + 1)
+    # Outside the field of view and beyond the image edge the median inside: the dark rim is no bar, and a bar
+    # lying on the image edge (as rulers do) is a valley or a ridge like one inside.
+    median = np.float32(np.median(luminance[valid]))
+    filled = np.pad(np.where(valid, luminance, median), window, constant_values=median)
+    footprint = np.ones((window, window), dtype=bool)
+    inner = (slice(window, -window), slice(window, -window))
+    dark = ((ndimage.grey_closing(filled, footprint=footprint) - filled) > _RULER_DEPTH)[inner] & valid
+    bright = ((filled - ndimage.grey_opening(filled, footprint=footprint)) > _RULER_DEPTH)[inner] & valid
+    # Bars of one polarity at a time (the gaps between dark ticks are bright); ticks of either (a dark bar
+    # carries bright ticks across it, a thin one dark ticks beside it).
+    for bar, other in ((dark, bright), (bright, dark)):
+        found |= _horizontal_rulers(bar, (bar, other)) | _horizontal_rulers(bar.T, (bar.T, other.T)).T
+        # Scale marks without a bar of their own contrast (a white bar on light skin): the ticks alone.
+        found |= _scale_marks(bar, luminance) | _scale_marks(bar.T, luminance.T).T
     return ndimage.binary_dilation(found) & valid if found.any() else found
 
 
-def _horizontal_rulers(thin: BoolArray) -> BoolArray:
-    """The horizontal bars with regular ticks (``ruler_mask``) among the ``thin`` contrast pixels, with their
-    ticks."""
+def _horizontal_rulers(thin: BoolArray, tick_maps: tuple[BoolArray, ...]) -> BoolArray:
+    """The horizontal bars among the ``thin`` contrast pixels that have regular ticks in ``tick_maps``
+    (``ruler_mask``), each as the rectangle of its columns and of the rows from the bar to its tick rows."""
     h, w = thin.shape
     band = np.zeros_like(thin)
     edge = max(1, round(_RULER_BAND * h))
@@ -138,13 +153,47 @@ def _horizontal_rulers(thin: BoolArray) -> BoolArray:
         bar = components == index
         rows = np.flatnonzero(bar.any(axis=1))
         cols = np.flatnonzero(bar.any(axis=0))
-        near = slice(max(rows[0] - _TICK_REACH, 0), rows[-1] + _TICK_REACH + 1)
+        near = range(max(rows[0] - _TICK_REACH, 0), min(rows[-1] + _TICK_REACH + 1, h))
         along = slice(cols[0], cols[-1] + 1)
-        ticks = np.zeros_like(thin)
-        ticks[near, along] = thin[near, along]
-        ticks &= ~ndimage.binary_dilation(bar)
-        if _regular_ticks(np.asarray(ticks.any(axis=0))[along]):
-            found |= bar | ticks
+        grown = ndimage.binary_dilation(bar)
+        tick_rows = [r for r in near if any(_regular_ticks(m[r, along] & ~grown[r, along]) for m in tick_maps)]
+        if len(tick_rows) >= _TICK_ROWS:
+            found[min(rows[0], tick_rows[0]) : max(rows[-1], tick_rows[-1]) + 1, along] = True
+    return found
+
+
+def _scale_marks(thin: BoolArray, luminance: FloatArray) -> BoolArray:
+    """Rows within ``_RULER_BAND`` of the top or bottom edge whose ``thin`` pixels are regular ticks spanning at
+    least ``_RULER_LENGTH`` of the side, in runs of ``_MARK_ROWS`` consecutive rows; each run as the rectangle of
+    its rows and the columns its ticks span, grown away from the edge over the rows of the ticks' background
+    colour (the ruler's body beyond its ticks, up to the run's height)."""
+    h, w = thin.shape
+    edge = max(1, round(_RULER_BAND * h))
+    spans: dict[int, tuple[int, int]] = {}
+    for r in (*range(edge), *range(max(h - edge, edge), h)):
+        cols = np.flatnonzero(thin[r])
+        if len(cols) and cols[-1] - cols[0] >= _RULER_LENGTH * w and _regular_ticks(thin[r, cols[0] : cols[-1] + 1]):
+            spans[r] = (int(cols[0]), int(cols[-1]) + 1)
+    found = np.zeros_like(thin)
+    rows = sorted(spans)
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i < len(rows) and rows[i] == rows[i - 1] + 1:
+            continue
+        run, start = rows[start:i], i  # a run of consecutive rows ends here
+        if len(run) < _MARK_ROWS:
+            continue
+        along = slice(min(spans[r][0] for r in run), max(spans[r][1] for r in run))
+        top, bottom = run[0], run[-1] + 1
+        body = luminance[top:bottom, along][~thin[top:bottom, along]]
+        colour = float(np.median(body)) if body.size else 0.0
+        step = 1 if top < h - bottom else -1  # away from the nearer edge
+        for _ in range(len(run)):
+            nxt = bottom if step > 0 else top - 1
+            if not 0 <= nxt < h or abs(float(np.median(luminance[nxt, along])) - colour) > _BODY_TOLERANCE:
+                break
+            top, bottom = (top, bottom + 1) if step > 0 else (top - 1, bottom)
+        found[top:bottom, along] = True
     return found
 
 
