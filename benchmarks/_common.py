@@ -108,6 +108,9 @@ def write_result(name: str, settings: dict[str, Any], results: dict[str, Any]) -
     return path
 
 
+TRAINED_AT = "trained_at_commit.txt"  # in a run folder: the commit that finished it
+
+
 def finetune_once(data: Path, run: Path, label: str, **options: Any) -> Path:
     """``medssl.api.finetune`` into ``run`` unless it has finished (``result.json``); an interrupted run (a last
     checkpoint) is resumed, a folder without one is replaced. The grids of the benchmarks run in parts this way."""
@@ -118,4 +121,12 @@ def finetune_once(data: Path, run: Path, label: str, **options: Any) -> Path:
     print(f"finetune {label}", flush=True)
     last = (run / "checkpoints" / "last.ckpt").is_file()
     api.finetune(data, run, resume=last, overwrite=run.is_dir() and not last, quiet=True, **options)
+    (run / TRAINED_AT).write_text(git_commit() + "\n")
     return run
+
+
+def trained_at(run: Path) -> str:
+    """The commit at which ``finetune_once`` finished ``run`` (a grid may collect it later from another tree);
+    'unknown' for a folder finished before the commit was stored."""
+    stored = run / TRAINED_AT
+    return stored.read_text().strip() if stored.is_file() else "unknown"

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, finetune_once, git_commit, require, write_result
+from _common import DATA, finetune_once, require, trained_at, write_result
 from medssl.data.io import read_label, stem, write_image
 from medssl.data.layouts import Case, DatasetIndex, discover
 from medssl.data.layouts.paired import ANNOTATIONS
@@ -383,7 +383,7 @@ def run_grid(args: argparse.Namespace) -> None:
             check_split(run, split)
             record, row = run_record(run, method, seed)
             records.append(record)
-            runs.append({**row, "commit": git_commit()})
+            runs.append({**row, "commit": trained_at(run)})
             rows = summarize(records, runs)
             write_result(
                 f"partial_labels_{args.dataset}",

@@ -102,3 +102,28 @@ def test_the_environment_names_the_cpu_and_its_vector_instructions(common: Modul
         assert env["cpu_model"] == model.split(":", 1)[1].strip()
     else:
         assert env["cpu_model"]
+
+
+def test_a_finished_run_keeps_the_commit_it_was_trained_at(
+    common: ModuleType, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid collected later from another tree names each run by the commit that trained it, not its own."""
+    from medssl import api
+
+    trained: list[Path] = []
+
+    def finetune(data: Path, run: Path, **_: object) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "result.json").write_text("{}\n")
+        trained.append(run)
+
+    monkeypatch.setattr(api, "finetune", finetune)
+    run = tmp_path / "runs" / "seed0"
+    first = _git(repo, "rev-parse", "HEAD")
+    common.finetune_once(tmp_path, run, "a run")
+    (repo / "README.md").write_text("later\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-q", "-m", "later")
+    common.finetune_once(tmp_path, run, "a run")  # finished: not trained again, its commit kept
+    assert trained == [run] and common.trained_at(run) == first != common.git_commit()
+    assert common.trained_at(tmp_path / "runs" / "older") == "unknown"
