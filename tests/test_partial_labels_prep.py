@@ -191,7 +191,7 @@ def test_the_grid_runs_only_what_the_previous_result_lacks(
     pl: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A grid continued from an earlier result file trains the missing (method, seed) pairs only, and its new rows
-    name the commit they ran at."""
+    name the commit their run folders were trained at."""
     earlier = tmp_path / "earlier.json"
     done = {"method": "dodnet", "seed": 0, "test_dice": 0.9, "test_hd95": 1.0,
             "structures": {"heart": {"dice": 0.9, "hd95": 1.0}}, "case_dice": {"a": 0.9}, "train_seconds": 1.0,
@@ -204,7 +204,7 @@ def test_the_grid_runs_only_what_the_previous_result_lacks(
     split = {"train": [], "val": [], "test": []}
     monkeypatch.setattr(pl, "prepare", lambda source, work, groups: (tmp_path, tmp_path / "split.json", split))
     monkeypatch.setattr(pl, "check_split", lambda run, split: None)
-    monkeypatch.setattr(pl, "git_commit", lambda: "now")
+    monkeypatch.setattr(pl, "trained_at", lambda run: "now")  # the commit each run folder stores
     monkeypatch.setattr(pl, "run_one", lambda work, method, seed, *rest: trained.append((method, seed)) or tmp_path)
 
     def run_record(run: Path, method: str, seed: int) -> tuple[RunRecord, dict[str, object]]:
