@@ -174,13 +174,11 @@ def _scale_marks(thin: BoolArray, luminance: FloatArray) -> BoolArray:
         cols = np.flatnonzero(thin[r])
         if len(cols) and cols[-1] - cols[0] >= _RULER_LENGTH * w and _regular_ticks(thin[r, cols[0] : cols[-1] + 1]):
             spans[r] = (int(cols[0]), int(cols[-1]) + 1)
+    marked = np.zeros(h, dtype=bool)
+    marked[list(spans)] = True
     found = np.zeros_like(thin)
-    rows = sorted(spans)
-    start = 0
-    for i in range(1, len(rows) + 1):
-        if i < len(rows) and rows[i] == rows[i - 1] + 1:
-            continue
-        run, start = rows[start:i], i  # a run of consecutive rows ends here
+    for (rows,) in ndimage.find_objects(ndimage.label(marked)[0]):  # runs of consecutive rows
+        run = range(rows.start, rows.stop)
         if len(run) < _MARK_ROWS:
             continue
         along = slice(min(spans[r][0] for r in run), max(spans[r][1] for r in run))
