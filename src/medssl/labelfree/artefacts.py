@@ -27,6 +27,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from medssl.errors import MedsslError
+from medssl.labelfree.reframe import border, small
 
 Image = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -59,17 +60,6 @@ def _paint(image: Image, where: Mask, colour: npt.ArrayLike, alpha: float, rng: 
     shade = np.asarray(colour, dtype=np.float64) + rng.normal(0.0, 4.0, (int(where.sum()), 3))
     out[where] = (1 - alpha) * out[where] + alpha * shade
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _resize(array: npt.NDArray[Any], shape: tuple[int, int], order: int) -> npt.NDArray[Any]:
-    """Resize the first two axes to ``shape``; linear with Gaussian anti-aliasing (order 1) or nearest (0)."""
-    factors = [shape[0] / array.shape[0], shape[1] / array.shape[1]] + [1.0] * (array.ndim - 2)
-    data = array.astype(np.float64) if order else array
-    if order:
-        sigma = [max(0.0, (1 / f - 1) / 2) for f in factors[:2]] + [0.0] * (array.ndim - 2)
-        data = ndimage.gaussian_filter(data, sigma)
-    out = ndimage.zoom(data, factors, order=order, grid_mode=True, mode="nearest")
-    return np.clip(np.rint(out), 0, 255).astype(array.dtype) if order else out
 
 
 def patch(image: Image, mask: Mask, rng: np.random.Generator, count: int | None = None) -> tuple[Image, Mask]:
@@ -232,117 +222,6 @@ def vignette(image: Image, mask: Mask, rng: np.random.Generator, strength: float
     factor = 1 - strength * np.clip(beyond, 0, 1)
     out = image.astype(np.float64) * factor[..., None] + rng.normal(0, 2.0, image.shape) * (factor < 1)[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), mask.copy()
-
-
-def small(image: Image, mask: Mask, rng: np.random.Generator, scale: float | None = None) -> tuple[Image, Mask]:
-    """Shrink the lesion: pad the picture with skin on every side and resize it back to its size.
-
-    The padding is skin colour (the median of the outer 5 % band, lesion and dark vignette excluded) with mild
-    smooth texture and noise, feathered into the picture's edge; the picture sits at a random place in it.
-    Reflect-padding is not used: it would mirror a lesion near the edge into the padding, outside the mask.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 picture.
-        mask: ``(H, W)`` lesion mask, padded with background and resized the same way (nearest).
-        rng: the random generator.
-        scale: the picture's side after the resize, as a share of its side before (None: 0.35 to 0.5); the
-            lesion's area share shrinks by about ``scale ** 2``.
-
-    Returns:
-        The padded and resized picture and its mask.
-
-    Raises:
-        MedsslError: ``scale`` not in (0, 1].
-    """
-    scale = rng.uniform(0.35, 0.5) if scale is None else scale
-    if not 0 < scale <= 1:
-        raise MedsslError(f"small: scale must be in (0, 1], not {scale}")
-    h, w = mask.shape
-    big = (round(h / scale), round(w / scale))
-    top, left = int(rng.integers(big[0] - h + 1)), int(rng.integers(big[1] - w + 1))
-    band = np.zeros(mask.shape, dtype=bool)
-    edge = max(1, round(0.05 * min(h, w)))
-    band[:edge], band[-edge:], band[:, :edge], band[:, -edge:] = True, True, True, True
-    samples = image[band & ~mask]
-    bright = samples[samples.mean(axis=1) > np.percentile(samples.mean(axis=1), 30)] if len(samples) else samples
-    skin = np.median(bright, axis=0) if len(bright) else np.median(image.reshape(-1, 3), axis=0)
-    texture = ndimage.gaussian_filter(rng.normal(0, 1, (*big, 3)), (8, 8, 0)) * 40
-    canvas = skin + texture + rng.normal(0, 2.0, (*big, 3))
-    # Feather the picture's edge into the skin over 3 % of its short side, so no hard frame is left.
-    feather = max(1.0, 0.03 * min(h, w))
-    r, c = np.arange(h), np.arange(w)
-    inner = np.minimum(np.minimum(r, h - 1 - r)[:, None], np.minimum(c, w - 1 - c)[None])
-    weight = np.clip((inner + 0.5) / feather, 0, 1)[..., None]
-    window = canvas[top : top + h, left : left + w]
-    canvas[top : top + h, left : left + w] = weight * image + (1 - weight) * window
-    padded_mask = np.zeros(big, dtype=bool)
-    padded_mask[top : top + h, left : left + w] = mask
-    out = _resize(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), (h, w), 1)
-    return out, _resize(padded_mask, (h, w), 0).astype(bool)
-
-
-def border(image: Image, mask: Mask, rng: np.random.Generator, crop: float | None = None) -> tuple[Image, Mask]:
-    """Cut the lesion with the image border: crop an off-centre window through the lesion and resize it back.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 picture.
-        mask: ``(H, W)`` lesion mask, non-empty; cropped and resized the same way (nearest).
-        rng: the random generator.
-        crop: the window's side as a share of the picture's (None: 0.55 to 0.8).
-
-    Returns:
-        The cropped picture, whose mask touches at least one image edge, and that mask.
-
-    Raises:
-        MedsslError: an empty mask, ``crop`` not in (0, 1), or a lesion that no window can cut.
-    """
-    if not mask.any():
-        raise MedsslError("border: the mask is empty; give a picture with a lesion mask")
-    crop = rng.uniform(0.55, 0.8) if crop is None else crop
-    if not 0 < crop < 1:
-        raise MedsslError(f"border: crop must be in (0, 1), not {crop}")
-    h, w = mask.shape
-    rows, cols = np.nonzero(mask)
-    low, high = np.array([rows.min(), cols.min()]), np.array([rows.max(), cols.max()])
-    for _ in range(20):  # a smaller window whenever none of this size can cut the lesion
-        size = np.array([max(2, round(h * crop)), max(2, round(w * crop))])
-        start = _cutting_window(low, high, size, np.array([h, w]), rng)
-        if start is not None:
-            window = mask[start[0] : start[0] + size[0], start[1] : start[1] + size[1]]
-            picture = image[start[0] : start[0] + size[0], start[1] : start[1] + size[1]]
-            return _resize(picture, (h, w), 1), _resize(window, (h, w), 0).astype(bool)
-        crop *= 0.85
-    raise MedsslError("border: no window cuts this lesion; give a lesion smaller than the picture")
-
-
-def _cutting_window(
-    low: npt.NDArray[np.int64],
-    high: npt.NDArray[np.int64],
-    size: npt.NDArray[np.int64],
-    shape: npt.NDArray[np.int64],
-    rng: np.random.Generator,
-) -> npt.NDArray[np.int64] | None:
-    """The top-left corner of a ``size`` window inside ``shape`` one of whose edges crosses the lesion's
-    bounding box ``low..high`` strictly inside it (30-70 % across when it fits), or None when none fits."""
-    for side in rng.permutation(4):
-        axis, far = int(side) % 2, int(side) >= 2  # far: the window's bottom or right edge cuts the lesion
-        # The window's start on this axis: it must fit in the picture, and its cutting edge cross the lesion.
-        if far:
-            first, last = max(size[axis] - 1, low[axis] + 1), min(shape[axis] - 1, high[axis] - 1)
-        else:
-            first, last = max(0, low[axis] + 1), min(shape[axis] - size[axis], high[axis] - 1)
-        if first > last:
-            continue
-        inner = low[axis] + np.array([0.3, 0.7]) * (high[axis] - low[axis])
-        a, b = max(first, inner[0]), min(last, inner[1])
-        cut = rng.uniform(a, b) if a <= b else rng.uniform(first, last)
-        start = np.zeros(2)
-        start[axis] = cut - size[axis] + 1 if far else cut
-        other = 1 - axis
-        start[other] = (low[other] + high[other] - size[other]) / 2 + rng.uniform(-0.15, 0.15) * size[other]
-        corner: npt.NDArray[np.int64] = np.clip(np.rint(start), 0, shape - size).astype(np.int64)
-        return corner
-    return None
 
 
 ARTEFACTS: dict[str, Artefact] = {
