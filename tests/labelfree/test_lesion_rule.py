@@ -127,3 +127,24 @@ def test_a_lesion_of_a_few_percent_beats_a_smaller_darker_clump() -> None:
     clump = _disc(55, 70, 6)  # under 1 %, darker and nearer the centre (a clump of hair)
     labels, lightness = _picture(lesion, clump)
     assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_a_dark_corner_behind_a_thin_border_line_is_not_taken_for_a_lesion_cut_by_the_edge() -> None:
+    # A cut lesion against the left edge, and the dark rim of the field of view in the bottom-right corner,
+    # separated from the image edge by a 1-pixel line of the skin cluster (a scanner's border line).
+    lesion = _disc(40, 0, 30)
+    corner = np.hypot(ROWS - 119, COLS - 119) <= 35
+    line = (ROWS == 119) | (COLS == 119)
+    labels, lightness = _picture(lesion, corner & ~line)
+    lightness[line] = SKIN
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_a_centred_lesion_filling_the_frame_beside_skin_in_one_corner_is_kept() -> None:
+    # A close-up cut through the lesion: it fills over 90 % of the frame, textured (its spread makes the contrast
+    # modest, as on PH2); the skin is left in one corner.
+    lesion = np.hypot(ROWS, COLS) > 35
+    labels, lightness = _picture(lesion)
+    lightness += np.random.default_rng(1).normal(0, 30, lightness.shape)
+    assert lesion.mean() > 0.9
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95

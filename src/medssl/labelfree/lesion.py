@@ -17,15 +17,18 @@ split). Each region is scored by:
   centroid's distance from the centre up to ``_CENTRED`` (a dark corner or a strip along the edge is off-centre,
   a lesion filling the frame touches every edge but is centred; skin around an off-centre lesion is centred
   too, but brighter), penalised only beyond ``_FREE_CONTACT`` (a lesion touching one border has a small share,
-  a dark corner or a strip along the edge half or more);
+  a dark corner or a strip along the edge half or more); ring pixels within ``_EDGE_MARGIN`` of the edge count
+  as outside the image (a thin border line of another cluster does not hide the contact);
 - **size**: regions below ``_MIN_SHARE`` of the clustered pixels are not candidates (specks); above
-  ``_LARGE_SHARE`` they are penalised (the skin); a small bonus (**presence**) grows up to ``_PRESENT_SHARE``
-  and then stays, so a lesion of a few percent outweighs a clump of hair of one percent, and beyond that size
-  does not count.
+  ``_LARGE_SHARE`` they are penalised (the skin), scaled like the image edge for a region darker than its ring
+  (a lesion filling the frame, centred, beside skin left in a corner); a small bonus (**presence**) grows up to
+  ``_PRESENT_SHARE`` and then stays, so a lesion of a few percent outweighs a clump of hair of one percent, and
+  beyond that size does not count.
 
 ``score = contrast + 0.5 compactness - 0.5 centre - 2 excess contact - 2 excess size + 0.3 presence``; the
 weights were set on synthetic pictures, the first 40 PH2 images and corrupted copies of the first 10, and
-``_CENTRED`` on the corrupted copies of the first 40 (``benchmarks/labelfree_robustness.py --images first40``).
+``_CENTRED``, ``_EDGE_MARGIN`` and the size relief on the corrupted copies of the first 40
+(``benchmarks/labelfree_robustness.py --images first40``, artefact seeds 0-3).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ _MIN_SHARE = 0.002
 _LARGE_SHARE = 0.8
 _PRESENT_SHARE = 0.03  # the size bonus grows up to this share (a hair clump or speck is smaller than a lesion)
 _FREE_CONTACT = 0.3
-_CENTRED = 0.15  # image-edge contact counts in full from this distance from the centre on
+_CENTRED = 0.15  # image-edge contact and size count in full from this distance from the centre on
+_EDGE_MARGIN = 0.01  # ring pixels this near the image edge (a share of the short side, >= 2 px) count as beyond it
 _RING_SHARE = 0.2  # ring width as a share of the region's equivalent radius (at least 2 pixels)
 _CONTRAST_CAP = 3.0
 _BRIGHTER = 0.5  # contrast counts this much for a region brighter than its ring (lesions are mostly darker)
@@ -105,8 +109,13 @@ def score_region(
     ring_all = (padded_distance > 0) & (padded_distance <= width)  # the ring, also where it leaves the image
     ring_inside = ring_all[pad:-pad, pad:-pad]
     n_ring = max(int(ring_all.sum()), 1)
-    excluded = float((ring_inside & ~clustered).sum()) / n_ring
-    beyond_image = float(ring_all.sum() - ring_inside.sum()) / n_ring
+    # A region within a few pixels of the image edge touches it: a thin line of another cluster along the edge
+    # (a scanner's or a resize's border line) must not hide a dark corner's contact with the edge.
+    margin = max(2, round(_EDGE_MARGIN * min(h, w)))
+    at_edge = np.zeros_like(region)
+    at_edge[:margin], at_edge[-margin:], at_edge[:, :margin], at_edge[:, -margin:] = True, True, True, True
+    excluded = float((ring_inside & ~clustered & ~at_edge).sum()) / n_ring
+    beyond_image = float(ring_all.sum() - (ring_inside & ~at_edge).sum()) / n_ring
     ring = (distance > 0) & (distance <= width) & clustered
     contrast, difference = 0.0, 0.0
     if ring.any():
@@ -123,15 +132,16 @@ def score_region(
     except (QhullError, ValueError):
         compactness = 1.0  # a line or a point: too few pixels to say
     share = area / max(int(clustered.sum()), 1)
-    # The image edge counts as contact in full for an off-centre region (a dark strip or corner) or a brighter
-    # one (skin), and less and less towards the centre for a darker one (a lesion filling the frame).
-    contact = excluded + beyond_image * (min(centre / _CENTRED, 1.0) if difference > 0 else 1.0)
+    # The image edge and a large size count in full for an off-centre region (a dark strip or corner) or a
+    # brighter one (skin), and less and less towards the centre for a darker one (a lesion filling the frame).
+    relief = min(centre / _CENTRED, 1.0) if difference > 0 else 1.0
+    contact = excluded + beyond_image * relief
     return {
         "contrast": contrast,
         "compactness": compactness,
         "centre": centre,
         "contact": max(contact - _FREE_CONTACT, 0.0) / (1.0 - _FREE_CONTACT),
-        "size": max(share - _LARGE_SHARE, 0.0) / (1.0 - _LARGE_SHARE),
+        "size": max(share - _LARGE_SHARE, 0.0) / (1.0 - _LARGE_SHARE) * relief,
         "presence": min(share / _PRESENT_SHARE, 1.0),
     }
 
