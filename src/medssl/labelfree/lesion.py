@@ -107,15 +107,13 @@ def score_region(
     pad = math.ceil(width) + 1
     padded_distance = ndimage.distance_transform_edt(~np.pad(region, pad))
     ring_all = (padded_distance > 0) & (padded_distance <= width)  # the ring, also where it leaves the image
-    ring_inside = ring_all[pad:-pad, pad:-pad]
     n_ring = max(int(ring_all.sum()), 1)
-    # A region within a few pixels of the image edge touches it: a thin line of another cluster along the edge
-    # (a scanner's or a resize's border line) must not hide a dark corner's contact with the edge.
+    # Ring pixels within a few pixels of the image edge count as beyond it, as those outside do: a thin line of
+    # another cluster along the edge (a scanner's or a resize's border line) must not hide a dark corner's contact.
     margin = max(2, round(_EDGE_MARGIN * min(h, w)))
-    at_edge = np.zeros_like(region)
-    at_edge[:margin], at_edge[-margin:], at_edge[:, :margin], at_edge[:, -margin:] = True, True, True, True
-    excluded = float((ring_inside & ~clustered & ~at_edge).sum()) / n_ring
-    beyond_image = float(ring_all.sum() - (ring_inside & ~at_edge).sum()) / n_ring
+    ring_inner = ring_all[pad + margin : -(pad + margin), pad + margin : -(pad + margin)]
+    excluded = float((ring_inner & ~clustered[margin:-margin, margin:-margin]).sum()) / n_ring
+    beyond_image = float(ring_all.sum() - ring_inner.sum()) / n_ring
     ring = (distance > 0) & (distance <= width) & clustered
     contrast, difference = 0.0, 0.0
     if ring.any():

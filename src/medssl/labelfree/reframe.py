@@ -27,22 +27,15 @@ _RIM = (0.6, 0.9)  # a picture's pixels fade into the padding as its lighting fa
 
 
 def resize(array: npt.NDArray[Any], shape: tuple[int, int], order: int) -> npt.NDArray[Any]:
-    """Resize the first two axes to ``shape``; linear with Gaussian anti-aliasing (order 1, rounded to the
-    array's type) or nearest (0)."""
-    if not order:
-        factors = [shape[0] / array.shape[0], shape[1] / array.shape[1]] + [1.0] * (array.ndim - 2)
-        return ndimage.zoom(array, factors, order=0, grid_mode=True, mode="nearest")
-    return np.clip(np.rint(_antialiased(array.astype(np.float64), shape)), 0, 255).astype(array.dtype)
-
-
-def _antialiased(data: npt.NDArray[np.float64], shape: tuple[int, int]) -> npt.NDArray[np.float64]:
-    """Linear resize of the first two axes with a Gaussian against aliasing where it shrinks."""
-    factors = [shape[0] / data.shape[0], shape[1] / data.shape[1]] + [1.0] * (data.ndim - 2)
-    sigma = [max(0.0, (1 / f - 1) / 2) for f in factors[:2]] + [0.0] * (data.ndim - 2)
-    out: npt.NDArray[np.float64] = ndimage.zoom(
-        ndimage.gaussian_filter(data, sigma), factors, order=1, grid_mode=True, mode="nearest"
-    )
-    return out
+    """Resize the first two axes to ``shape``; linear with Gaussian anti-aliasing, rounded and clipped to 0..255
+    in the array's type (order 1), or nearest (0)."""
+    factors = [shape[0] / array.shape[0], shape[1] / array.shape[1]] + [1.0] * (array.ndim - 2)
+    data = array.astype(np.float64) if order else array
+    if order:
+        sigma = [max(0.0, (1 / f - 1) / 2) for f in factors[:2]] + [0.0] * (array.ndim - 2)
+        data = ndimage.gaussian_filter(data, sigma)
+    out = ndimage.zoom(data, factors, order=order, grid_mode=True, mode="nearest")
+    return np.clip(np.rint(out), 0, 255).astype(array.dtype) if order else out
 
 
 def _skin_level(values: npt.NDArray[np.float64]) -> float:
@@ -115,20 +108,18 @@ def small(image: Image, mask: Mask, rng: np.random.Generator, scale: float | Non
     even = image.astype(np.float64) / np.maximum(field, 0.05)[..., None]
     lit_skin = (field >= _LIT) & ~mask
     skin = np.median((even[lit_skin] if lit_skin.any() else even.reshape(-1, 3)), axis=0)
-    plain = skin + ndimage.gaussian_filter(rng.normal(0, 1, (*big, 3)), (8, 8, 0)) * 40 + rng.normal(0, 2.0, (*big, 3))
+    canvas = skin + ndimage.gaussian_filter(rng.normal(0, 1, (*big, 3)), (8, 8, 0)) * 40 + rng.normal(0, 2.0, (*big, 3))
     top, left = int(rng.integers(big[0] - h + 1)), int(rng.integers(big[1] - w + 1))
     # The picture fades into the skin over 6 % of its short side at its edges, and where its own lighting fails.
     feather = max(1.0, 0.06 * min(h, w))
     r, c = np.arange(h), np.arange(w)
     inner = np.minimum(np.minimum(r, h - 1 - r)[:, None], np.minimum(c, w - 1 - c)[None])
     weight = np.clip((inner + 0.5) / feather, 0, 1) * np.clip((field - _RIM[0]) / (_RIM[1] - _RIM[0]), 0, 1)
-    canvas = plain
     window = canvas[top : top + h, left : left + w]
     canvas[top : top + h, left : left + w] = weight[..., None] * even + (1 - weight[..., None]) * window
     padded_mask = np.zeros(big, dtype=bool)
     padded_mask[top : top + h, left : left + w] = mask
-    out = np.clip(np.rint(_antialiased(canvas, (h, w))), 0, 255).astype(np.uint8)
-    return out, resize(padded_mask, (h, w), 0).astype(bool)
+    return resize(canvas, (h, w), 1).astype(np.uint8), resize(padded_mask, (h, w), 0).astype(bool)
 
 
 def border(image: Image, mask: Mask, rng: np.random.Generator, crop: float | None = None) -> tuple[Image, Mask]:
