@@ -55,6 +55,22 @@ def test_a_dark_lesion_cut_by_one_border_is_not_taken_for_a_field_of_view() -> N
     assert fov.mean() < 0.4 and not fov[0, 0] and fov[48, 64]
 
 
+def test_a_circle_across_a_cut_lesion_is_no_field_of_view_but_a_one_sided_vignette_is() -> None:
+    rows, cols = np.mgrid[:96, :128]
+    radius = np.hypot(rows - 47.5, cols - 63.5) / 48
+    # Skin whose right corners dim a little and a dark lesion cut by the left edge: the profile's outer rings are
+    # dark (the lesion fills the left corners) and the field it gives keeps most of the picture, but the light
+    # falls nowhere across its edge, which runs through the lesion and the skin.
+    lightness = 80.0 - 12.0 * np.clip(radius - 1.0, 0, 1) * (cols >= 64)
+    lesion = np.hypot(rows - 48, cols + 20) <= 70
+    lightness[lesion] = 30.0
+    assert field_of_view(lightness.astype(np.float32), (96, 128)).all()
+    # A vignette on one side only (as PH2's) falls across the edge in half the sectors: found.
+    one_sided = 80.0 - 60.0 * np.clip((radius - 0.85) / 0.3, 0, 1) * (cols >= 64)
+    fov = field_of_view(one_sided.astype(np.float32), (96, 128))
+    assert fov.mean() < 0.9 and not fov[0, -1] and fov[48, 64]
+
+
 def test_hair_mask_finds_thin_dark_lines_not_the_lesion() -> None:
     image, lesion = dermoscopy_like((64, 64), vignette=False)
     lightness = image_lightness(image)
