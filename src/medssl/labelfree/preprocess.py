@@ -172,11 +172,11 @@ def _edge_drop_share(luminance: FloatArray, radius: FloatArray, angle: FloatArra
     sector = np.minimum(((angle + np.pi) / (2 * np.pi) * 16).astype(np.int64), 15)
     inner = (radius >= edge - _EDGE_BAND) & (radius < edge)
     outer = (radius >= edge) & (radius < edge + _EDGE_BAND)
-    drops = [
-        float(np.median(luminance[inner & (sector == s)]) - np.median(luminance[outer & (sector == s)]))
-        for s in range(16)
-        if (inner & (sector == s)).sum() >= 10 and (outer & (sector == s)).sum() >= 10
-    ]
+    drops = []
+    for s in range(16):
+        before, after = luminance[inner & (sector == s)], luminance[outer & (sector == s)]
+        if before.size >= 10 and after.size >= 10:
+            drops.append(float(np.median(before) - np.median(after)))
     return float(np.mean(np.array(drops) > _EDGE_DROP)) if drops else 0.0
 
 
