@@ -148,3 +148,16 @@ def test_a_centred_lesion_filling_the_frame_beside_skin_in_one_corner_is_kept() 
     lightness += np.random.default_rng(1).normal(0, 30, lightness.shape)
     assert lesion.mean() > 0.9
     assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95
+
+
+def test_a_contrasted_lesion_cut_by_the_edge_beats_a_faint_blob_of_a_few_percent() -> None:
+    # A lesion mostly outside the frame (contact with the edge, off-centre) and, in the centre, a compact blob of
+    # a few percent hardly darker than the skin (k-means gives such a shade of skin its own cluster). Its size
+    # must not earn it the bonus meant for a lesion of a few percent: a region that does not stand out is none.
+    lesion = _disc(60, -22, 32)
+    labels, lightness = _picture(lesion)
+    blob = _disc(60, 64, 14)
+    labels[blob], lightness[blob] = 3, SKIN - 1
+    faint = next(r for r in score_regions(labels, lightness) if dice(r.mask, blob) > 0.95)
+    assert faint.terms["contrast"] < 0.1 and faint.terms["compactness"] > 0.8 and faint.terms["presence"] == 1.0
+    assert dice(lesion_mask(labels, lightness)[1], lesion) > 0.95

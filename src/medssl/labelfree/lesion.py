@@ -25,10 +25,12 @@ split). Each region is scored by:
   ``_PRESENT_SHARE`` and then stays, so a lesion of a few percent outweighs a clump of hair of one percent, and
   beyond that size does not count.
 
-``score = contrast + 0.5 compactness - 0.5 centre - 2 excess contact - 2 excess size + 0.3 presence``; the
-weights were set on synthetic pictures, the first 40 PH2 images and corrupted copies of the first 10, and
-``_CENTRED``, ``_EDGE_MARGIN`` and the size relief on the corrupted copies of the first 40
-(``benchmarks/labelfree_robustness.py --images first40``, artefact seeds 0-3).
+``score = contrast + 0.5 compactness - 0.5 centre - 2 excess contact - 2 excess size + 0.3 presence w``, where
+``w = min(contrast / _PRESENT_CONTRAST, 1)``: a faint blob of skin of another shade has a lesion's size too, and
+must not outscore a contrasted lesion that the image edge cuts. The weights were set on synthetic pictures, the
+first 40 PH2 images and corrupted copies of the first 10, and ``_CENTRED``, ``_EDGE_MARGIN``,
+``_PRESENT_CONTRAST`` and the size relief on the corrupted copies of the first 40
+(``benchmarks/labelfree_robustness.py --images first40``, artefact seeds 0-3, and 4-7 of the border).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _CENTRED = 0.15  # image-edge contact and size count in full from this distance 
 _EDGE_MARGIN = 0.01  # ring pixels this near the image edge (a share of the short side, >= 2 px) count as beyond it
 _RING_SHARE = 0.2  # ring width as a share of the region's equivalent radius (at least 2 pixels)
 _CONTRAST_CAP = 3.0
+_PRESENT_CONTRAST = 0.3  # the size bonus counts in full from this scaled contrast on, less below
 _BRIGHTER = 0.5  # contrast counts this much for a region brighter than its ring (lesions are mostly darker)
 _WEIGHTS = {"contrast": 1.0, "compactness": 0.5, "centre": 0.5, "contact": 2.0, "size": 2.0, "presence": 0.3}
 
@@ -144,6 +147,12 @@ def score_region(
     }
 
 
+def presence_weight(contrast: float) -> float:
+    """How much the size bonus counts: in full from ``_PRESENT_CONTRAST`` (scaled contrast) on, in proportion
+    below. A faint blob of skin of another shade has the size of a lesion too, but does not stand out."""
+    return min(contrast / _PRESENT_CONTRAST, 1.0) if _PRESENT_CONTRAST > 0 else 1.0
+
+
 def score_regions(labels: npt.NDArray[np.integer], lightness: npt.NDArray[np.floating]) -> list[RegionScore]:
     """Every candidate region of a ``(h, w)`` cluster map with its score, best first."""
     clustered = labels > 0
@@ -165,7 +174,7 @@ def score_regions(labels: npt.NDArray[np.integer], lightness: npt.NDArray[np.flo
                 - _WEIGHTS["centre"] * terms["centre"]
                 - _WEIGHTS["contact"] * terms["contact"]
                 - _WEIGHTS["size"] * terms["size"]
-                + _WEIGHTS["presence"] * terms["presence"]
+                + _WEIGHTS["presence"] * terms["presence"] * presence_weight(terms["contrast"])
             )
             found.append(RegionScore(members, region, terms, score))
     return sorted(found, key=lambda r: -r.score)
