@@ -8,7 +8,14 @@ import pytest
 from medssl.errors import MedsslError
 from medssl.labelfree.artefacts import ruler
 from medssl.labelfree.config import KMeansConfig
-from medssl.labelfree.detectors import dark_corner_mask, ink_mask, inpaint_nearest, patch_mask, ruler_mask
+from medssl.labelfree.detectors import (
+    dark_corner_mask,
+    ink_mask,
+    inpaint_nearest,
+    patch_mask,
+    regularity,
+    ruler_mask,
+)
 from medssl.labelfree.kmeans import kmeans_segment, prepared_features
 from medssl.labelfree.preprocess import image_lightness, prepare_image, rgb_to_lab
 from medssl.labelfree.protocols import select_mask
@@ -68,6 +75,53 @@ def test_patch_is_found_and_a_plain_lesion_left_alone() -> None:
     assert found[disc].mean() > 0.95
     assert not found[_plain()[1]].any()
     assert not patch_mask(_lab(_plain()[0]), everywhere).any()
+
+
+@pytest.mark.parametrize("colour", [(20, 20, 20), (245, 245, 245), (220, 30, 30)])
+@pytest.mark.parametrize("shape", ["square", "disc"])
+def test_a_flat_drawn_patch_clear_of_the_border_is_found(colour: tuple[int, int, int], shape: str) -> None:
+    # Black, white or coloured, a disc or a square well inside the picture: no border contact to go by.
+    centre = np.hypot(ROWS - 30, COLS - 100)
+    drawn = centre <= 9 if shape == "disc" else (np.abs(ROWS - 30) <= 8) & (np.abs(COLS - 100) <= 8)
+    image = _paint(_plain()[0], drawn, colour)
+    everywhere = np.ones(SIZE, dtype=bool)
+    found = patch_mask(_lab(image), everywhere)
+    assert found[drawn].mean() > 0.95
+    assert not found[_plain()[1]].any()
+
+
+def test_a_flat_black_lesion_core_is_not_taken_for_a_patch() -> None:
+    # As flat and as dark as a black sticker, but not drawn: a lobed blob (PH2 has such cores).
+    angle = np.arctan2(ROWS - 64, COLS - 60)
+    blob = np.hypot(ROWS - 64, COLS - 60) <= 12 + 4 * np.sin(3 * angle)
+    assert regularity(blob) < 0.85
+    image = _paint(_plain()[0], blob, (20, 20, 20))
+    assert not patch_mask(_lab(image), np.ones(SIZE, dtype=bool)).any()
+
+
+def test_a_round_textured_red_lesion_is_not_taken_for_a_patch() -> None:
+    # As round and as saturated as a red sticker, but with a lesion's texture (a photographed surface, not print).
+    disc = np.hypot(ROWS - 64, COLS - 60) <= 14
+    image = _paint(_plain()[0], disc, (200, 30, 30)).astype(np.float64)
+    texture = np.random.default_rng(0).normal(0.0, 15.0, disc.sum())
+    image[:, disc] = np.clip(image[:, disc] + texture, 0, 255)
+    lab = _lab(image.astype(np.uint8))
+    assert np.hypot(lab[1], lab[2])[disc].min() > 55  # every pixel a candidate: only the texture tells
+    assert not patch_mask(lab, np.ones(SIZE, dtype=bool)).any()
+
+
+def test_a_flat_white_picture_is_not_a_patch() -> None:
+    # A close-up of pale skin: flat, white and, as the whole picture, a rectangle.
+    image = np.full((3, *SIZE), 240, dtype=np.uint8)
+    assert not patch_mask(_lab(image), np.ones(SIZE, dtype=bool)).any()
+
+
+def test_regularity_of_drawn_and_grown_shapes() -> None:
+    square = (np.abs(ROWS - 40) <= 10) & (np.abs(COLS - 70) <= 20)
+    ellipse = ((ROWS - 64) / 20) ** 2 + ((COLS - 64) / 35) ** 2 <= 1
+    blob = np.hypot(ROWS - 64, COLS - 64) <= 20 + 6 * np.sin(5 * np.arctan2(ROWS - 64, COLS - 64))
+    assert regularity(square) == 1.0 and regularity(ellipse) > 0.95
+    assert regularity(blob) < 0.85 and regularity(np.zeros(SIZE, dtype=bool)) == 0.0
 
 
 def test_ruler_is_found_a_straight_hair_and_a_plain_lesion_are_not() -> None:
