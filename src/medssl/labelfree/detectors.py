@@ -41,7 +41,7 @@ _PATCH_MIN_SHARE = 0.002  # of the picture
 _PATCH_EXTENT = 0.45  # area over bounding-box area: compact (strokes and rings are far below)
 _PATCH_STD = 10.0  # spread of L* inside: uniform
 # Patches anywhere in the picture, coloured or black or white: printed flat (L* spread inside, one pixel in from
-# the rim) and regular (a disc or a rectangle: overlap with the ellipse inscribed in the box or with the box).
+# the rim) and regular (a disc or a rectangle, ``regularity``).
 # On the 200 PH2 pictures, foreign-coloured, black or white regions reach 0.86 at most (flat ones 0.82).
 _BLACK, _WHITE, _GREY_CHROMA = 15.0, 90.0, 10.0
 _FLAT_STD = 2.5
