@@ -42,7 +42,8 @@ _PATCH_EXTENT = 0.45  # area over bounding-box area: compact (strokes and rings 
 _PATCH_STD = 10.0  # spread of L* inside: uniform
 # Patches anywhere in the picture, coloured or black or white: printed flat (L* spread inside, one pixel in from
 # the rim) and regular (a disc or a rectangle, ``regularity``).
-# On the 200 PH2 pictures, foreign-coloured, black or white regions reach 0.86 at most (flat ones 0.82).
+# On the 200 PH2 pictures (an ad-hoc check), foreign-coloured, black or white regions reach 0.86 at most
+# (flat ones 0.82).
 _BLACK, _WHITE, _GREY_CHROMA = 15.0, 90.0, 10.0
 _FLAT_STD = 2.5
 _REGULAR = 0.92
@@ -131,7 +132,7 @@ def patch_mask(lab: FloatArray, valid: BoolArray) -> BoolArray:
             else:
                 core = ndimage.binary_erosion(region)
                 hit = region.sum() <= _PATCH_MAX_SHARE * region.size and core.any()
-                hit = hit and float(lab[0][core].std()) <= _FLAT_STD and regularity(region) >= _REGULAR
+                hit = hit and float(lab[0][core].std()) <= _FLAT_STD and regularity(region[box]) >= _REGULAR
             if hit:
                 found |= region
     return ndimage.binary_dilation(found, iterations=2) & valid if found.any() else found
