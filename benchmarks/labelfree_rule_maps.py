@@ -89,12 +89,14 @@ def score(folder: Path, constant: str, values: list[float]) -> dict[str, Any]:
     try:
         for path in files:
             name, seed, case = path.stem.split("_")
-            maps = np.load(path)
+            with np.load(path) as maps:  # each item access decompresses: read once, not once per value
+                labels, truth = maps["labels"].astype(np.int64), maps["truth"]
+                lightness = maps["lightness"].astype(np.float64)
             dices = []
             for value in values:
                 setattr(lesion, constant, value)
-                _, mask = lesion.lesion_mask(maps["labels"].astype(np.int64), maps["lightness"].astype(np.float64))
-                dices.append(float(binary_metrics(mask, maps["truth"])["dice"] or 0.0))
+                _, mask = lesion.lesion_mask(labels, lightness)
+                dices.append(float(binary_metrics(mask, truth)["dice"] or 0.0))
             per_set[f"{name} seed {seed}"].append(dices)
             if max(dices) - min(dices) > MOVED:
                 moved.append({"set": name, "seed": int(seed), "case": case, "dice": dices})
