@@ -17,8 +17,9 @@ of the probabilities against the soft truth, merged over the test images (ECE; o
 dataset). The raters' agreement (mean Dice between them) is computed on the same test images: the target is that
 MRNet with rater r's one-hot vector agrees with rater r at least as well as the raters agree with each other.
 
-CPU configuration: full resolution (thin vessels do not survive halving), 256x256 patches, a 5-level U-Net
-16..256 wide, batch 4.
+Configuration: full resolution (thin vessels do not survive halving), by default 256x256 patches, a 5-level U-Net
+16..256 wide, batch 4; ``--patch-size``, ``--channels`` and ``--batch-size`` set a lighter one for 2 CPU cores (an
+MRNet step is about eight U-Net passes: more than 20 s at the default size on one CPU thread).
 
     OMP_NUM_THREADS=2 python benchmarks/raters.py --dataset drive --work /tmp/raters
     python benchmarks/raters.py --dataset stare --methods rater-mean,mrnet --seeds 0 --work /tmp/raters
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import DATA, RESULTS, finetune_once, require, write_result
+from _common import DATA, RESULTS, finetune_once, require, trained_at, write_result
 from medssl.data.io import read_image
 from medssl.data.layouts import discover
 from medssl.data.loading import load_checked_case
@@ -65,6 +66,27 @@ def fixed_split(ids: list[str], path: Path) -> dict[str, Any]:
     return split
 
 
+def config(args: argparse.Namespace) -> dict[str, Any]:
+    """The network and patch settings of every run (``CONFIG`` unless the command line sets them)."""
+    return {
+        "patch_size": [int(v) for v in args.patch_size.split(",")],
+        "channels": [int(v) for v in args.channels.split(",")],
+        "batch_size": args.batch_size,
+    }
+
+
+def run_record(run: Path) -> dict[str, Any]:
+    """How a run trained: steps, why it stopped, its best validation Dice, seconds, the commit that finished it."""
+    result = json.loads((run / "result.json").read_text())
+    return {
+        "steps": result["global_step"],
+        "stopped": result.get("stopped"),
+        "best_val_dice": result.get("best_val_dice"),
+        "train_seconds": result.get("train_seconds"),
+        "commit": trained_at(run),
+    }
+
+
 def train(data: Path, run: Path, method: str, seed: int, split: Path, args: argparse.Namespace) -> Path:
     """One plateau run of ``method`` unless it has finished (an interrupted one is resumed)."""
     return finetune_once(
@@ -76,7 +98,7 @@ def train(data: Path, run: Path, method: str, seed: int, split: Path, args: argp
         split_file=split,
         val_interval=args.val_interval,
         patience=args.patience,
-        **CONFIG,
+        **config(args),
         **METHODS[method],
     )
 
@@ -140,8 +162,10 @@ def summarize(scores: dict[str, dict[int, dict[str, Any]]], raters: list[str], a
             values = [s[cond] for s in by_seed.values()]
             per[cond] = {
                 "dice": {k: float(np.mean([v["dice"][k] for v in values])) for k in values[0]["dice"]},
+                "dice_per_seed": {k: [v["dice"][k] for v in values] for k in values[0]["dice"]},
                 "soft_dice": float(np.mean([v["soft_dice"] for v in values])),
                 "ece": float(np.mean([v["ece"] for v in values])),
+                "ece_per_seed": [v["ece"] for v in values],
                 "seeds": len(values),
             }
         rows[method] = per
@@ -166,6 +190,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=3000, help="upper bound of every fine-tune")
     parser.add_argument("--val-interval", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5, help="validations without a gain before stopping")
+    parser.add_argument("--patch-size", default=",".join(map(str, CONFIG["patch_size"])))
+    parser.add_argument("--channels", default=",".join(map(str, CONFIG["channels"])))
+    parser.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, required=True, help="run folders (kept; finished runs are reused)")
     args = parser.parse_args()
@@ -179,10 +206,12 @@ def main() -> None:
     cases = [(i, test_case(by_id[i], index)) for i in split["test"]]
     agreement = float(np.mean([rater_agreement(masks, mask=fov) for _, (_, _, masks, fov) in cases]))
     scores: dict[str, dict[int, dict[str, Any]]] = {}
+    training: dict[str, dict[int, dict[str, Any]]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in args.methods.split(","):
             run = train(data, work / method / f"seed{seed}", method, seed, work / "split.json", args)
             scores.setdefault(method, {})[seed] = score_run(run, cases, raters)
+            training.setdefault(method, {})[seed] = run_record(run)
     first = {m: s[min(s)] for m, s in scores.items()}
     diagram: dict[str, Bins] = {
         f"{m} ({'uniform' if 'uniform' in v else 'its output'})": v.get("uniform", v.get("any"))["_bins"]
@@ -197,11 +226,11 @@ def main() -> None:
         f"raters_{args.dataset}",
         settings={
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            **CONFIG,
+            **config(args),
             "raters": raters,
             "split": {k: split[k] for k in ("train_labelled", "val", "test")},
         },
-        results={**summarize(scores, raters, agreement), "runs": scores},
+        results={**summarize(scores, raters, agreement), "runs": scores, "training": training},
     )
 
 
