@@ -182,7 +182,41 @@ def summarize(scores: dict[str, dict[int, dict[str, Any]]], raters: list[str], a
     return {"methods": rows, "targets": targets}
 
 
-def main() -> None:
+def previous_runs(path: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The scored runs and training records of an earlier result JSON of this benchmark (the grid run in parts,
+    in sessions that do not share run folders), with each condition's bins rebuilt, and where they came from.
+    Refused when the dataset, split or network settings differ (runs of two configurations are not one grid)."""
+    earlier = json.loads(path.read_text())
+    if earlier.get("benchmark") != f"raters_{settings['dataset']}":
+        raise SystemExit(f"error: {path} is not a result of this benchmark on {settings['dataset']}")
+    for key in ("patch_size", "channels", "batch_size", "split", "raters", "max_steps", "val_interval", "patience"):
+        if earlier["settings"].get(key) != settings[key]:
+            raise SystemExit(
+                f"error: {path} was run with {key} {earlier['settings'].get(key)!r}, not {settings[key]!r}"
+            )
+    scores: dict[str, Any] = {}
+    for method, by_seed in earlier["results"]["runs"].items():
+        for seed, conditions in by_seed.items():
+            scores.setdefault(method, {})[int(seed)] = {
+                c: {**v, "_bins": _bins(v["bins"])} for c, v in conditions.items()
+            }
+    training = {m: {int(k): v for k, v in r.items()} for m, r in earlier["results"]["training"].items()}
+    source = {
+        "file": path.name,
+        "commit": earlier["commit"],
+        "runs": sorted(f"{m}/seed{k}" for m in scores for k in scores[m]),
+    }
+    return scores, training, source
+
+
+def _bins(record: dict[str, Any]) -> Bins:
+    """Reliability bins back from their JSON record (counts, mean confidence and frequency per bin)."""
+    counts = np.asarray(record["count"], dtype=np.int64)
+    mean = [np.nan_to_num(np.asarray(record[k], dtype=np.float64)) for k in ("confidence", "frequency")]
+    return Bins(np.arange(counts.size + 1) / counts.size, counts, mean[0] * counts, mean[1] * counts)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -195,20 +229,44 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, required=True, help="run folders (kept; finished runs are reused)")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="an earlier result JSON whose runs join this one and are not run again (the grid run in parts)",
+    )
     args = parser.parse_args()
+    unknown = sorted(set(args.methods.split(",")) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method {unknown[0]!r} (methods: {', '.join(METHODS)})")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     data = require(DATA / DATASETS[args.dataset])
     index = discover(data)
     raters = list(index.observers or [])
     work = args.work / args.dataset
     split = fixed_split(sorted(c.case_id for c in index.cases), work / "split.json")
+    settings = {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **config(args),
+        "raters": raters,
+        "split": {k: split[k] for k in ("train_labelled", "val", "test")},
+    }
     by_id = {c.case_id: c for c in index.cases}
     cases = [(i, test_case(by_id[i], index)) for i in split["test"]]
     agreement = float(np.mean([rater_agreement(masks, mask=fov) for _, (_, _, masks, fov) in cases]))
     scores: dict[str, dict[int, dict[str, Any]]] = {}
     training: dict[str, dict[int, dict[str, Any]]] = {}
+    if args.previous is not None:
+        scores, training, settings["previous"] = previous_runs(args.previous, settings)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in args.methods.split(","):
+            if seed in scores.get(method, {}):
+                print(f"{method} seed {seed}: in {args.previous}, not run again", flush=True)
+                continue
             run = train(data, work / method / f"seed{seed}", method, seed, work / "split.json", args)
             scores.setdefault(method, {})[seed] = score_run(run, cases, raters)
             training.setdefault(method, {})[seed] = run_record(run)
@@ -224,12 +282,7 @@ def main() -> None:
                 v.pop("_bins")
     write_result(
         f"raters_{args.dataset}",
-        settings={
-            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            **config(args),
-            "raters": raters,
-            "split": {k: split[k] for k in ("train_labelled", "val", "test")},
-        },
+        settings=settings,
         results={**summarize(scores, raters, agreement), "runs": scores, "training": training},
     )
 
