@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from medssl import registry as kinds
 from medssl.config import FinetuneConfig
 from medssl.data.plan import Plan
-from medssl.engine.module import SystemModule, lr_factor
+from medssl.engine.module import SystemModule, fusable, lr_factor
 from medssl.errors import MedsslError
 from medssl.pretrain import registry
 from medssl.segment.predict import build_network
@@ -148,6 +148,15 @@ def test_one_group_is_automatic_and_equals_a_hand_written_adamw_loop() -> None:
     want_a, want_b = _hand_written("one", "cosine", warmup=1)
     torch.testing.assert_close(system.a.detach(), want_a)
     torch.testing.assert_close(system.b.detach(), want_b)
+
+
+def test_adamw_is_fused_where_it_can_be() -> None:
+    """One fused kernel per step on the CPU (the same update as the loop: the two tests above hold with it)."""
+    optimizers = SystemModule(TwoGroups(), lr=LR, weight_decay=WD, max_steps=STEPS).configure_optimizers()
+    assert [c["optimizer"].param_groups[0]["fused"] for c in optimizers] == [True, True]
+    assert fusable([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))])
+    assert not fusable([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, device="meta"))])
+    assert not fusable([nn.Parameter(torch.zeros(2, device="meta"))])
 
 
 def test_schedules_are_the_engines_former_ones() -> None:

