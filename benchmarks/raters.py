@@ -213,7 +213,7 @@ def _bins(record: dict[str, Any]) -> Bins:
     """Reliability bins back from their JSON record (counts, mean confidence and frequency per bin)."""
     counts = np.asarray(record["count"], dtype=np.int64)
     mean = [np.nan_to_num(np.asarray(record[k], dtype=np.float64)) for k in ("confidence", "frequency")]
-    return Bins(np.arange(counts.size + 1) / counts.size, counts, mean[0] * counts, mean[1] * counts)
+    return Bins(Bins.empty(counts.size).edges, counts, mean[0] * counts, mean[1] * counts)
 
 
 def parse_args() -> argparse.Namespace:

@@ -28,8 +28,7 @@ SCHEDULES = ("cosine", "poly")
 def fusable(params: list[torch.nn.Parameter]) -> bool:
     """Whether AdamW can update ``params`` in one fused kernel: floating-point, all on the CPU or all on CUDA.
 
-    The fused update is the same algorithm as the per-tensor loop, several times faster (a 1.9 M-parameter 2D
-    U-Net on one CPU thread: 4 ms against 17 ms per step)."""
+    The fused update is the same algorithm as the per-tensor loop, in one kernel instead of several per tensor."""
     kinds = {p.device.type for p in params}
     return len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.dtype.is_floating_point for p in params)
 
