@@ -179,7 +179,23 @@ def summarize(scores: dict[str, dict[int, dict[str, Any]]], raters: list[str], a
         )
         if "rater-mean" in rows:
             targets["uniform_ece_below_rater_mean"] = m["uniform"]["ece"] < rows["rater-mean"]["any"]["ece"]
+    # How far each one-hot vector moves the output towards its rater: Dice against rater r with r's vector minus
+    # with another rater's. The target above also needs rater r to be easier to match than the others, which a
+    # U-Net trained on one rater alone need not be (``one-rater``, on the first rater, is the reference).
+    contrast = {m: onehot_contrast(rows[m], raters) for m in ("conditioned", "mrnet") if raters[0] in rows.get(m, {})}
+    if contrast:
+        targets["onehot_contrast"] = contrast
+        if "mrnet" in contrast:
+            targets["onehot_moves_towards_own_rater"] = all(v > 0 for v in contrast["mrnet"].values())
+    if "one-rater" in rows:
+        first = rows["one-rater"]["any"]["dice"]
+        targets["one_rater_unet_prefers_its_rater"] = all(first[raters[0]] > first[o] for o in raters[1:])
     return {"methods": rows, "targets": targets}
+
+
+def onehot_contrast(row: dict[str, Any], raters: list[str]) -> dict[str, float]:
+    """Per rater r: Dice against r with r's one-hot vector minus the mean Dice against r with the others'."""
+    return {r: row[r]["dice"][r] - float(np.mean([row[o]["dice"][r] for o in raters if o != r])) for r in raters}
 
 
 def previous_runs(path: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

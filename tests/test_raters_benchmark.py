@@ -56,6 +56,21 @@ def test_the_targets_fail_when_one_hot_prefers_the_other_rater(rb: ModuleType) -
     by_seed = {0: {"uniform": condition(0.8, 0.8, 0.02), "1st": condition(0.7, 0.8, 0), "2nd": condition(0.7, 0.8, 0)}}
     targets = rb.summarize({"mrnet": by_seed}, ["1st", "2nd"], agreement=0.6)["targets"]
     assert targets["onehot_prefers_own_rater"] is False and targets["onehot_at_least_agreement"] is True
+    assert targets["onehot_contrast"]["mrnet"] == pytest.approx({"1st": 0.0, "2nd": 0.0})
+    assert targets["onehot_moves_towards_own_rater"] is False
+
+
+def test_the_contrast_is_own_one_hot_against_the_other_raters_one_hot(rb: ModuleType) -> None:
+    """Rater 2nd is easier to match with either vector (the first target fails), but each vector moves the output
+    towards its rater; the one-rater U-Net is the reference."""
+    onehot = {"1st": condition(0.78, 0.80, 0), "2nd": condition(0.74, 0.83, 0)}
+    by_seed = {0: {"uniform": condition(0.8, 0.8, 0.02), **onehot}}
+    first = {0: {"any": condition(0.79, 0.81, 0.03)}}
+    targets = rb.summarize({"mrnet": by_seed, "one-rater": first}, ["1st", "2nd"], agreement=0.6)["targets"]
+    assert targets["onehot_prefers_own_rater"] is False
+    assert targets["onehot_contrast"]["mrnet"] == pytest.approx({"1st": 0.04, "2nd": 0.03})
+    assert targets["onehot_moves_towards_own_rater"] is True
+    assert targets["one_rater_unet_prefers_its_rater"] is False
 
 
 def test_bins_come_back_from_their_json_record(rb: ModuleType) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
 from medssl import api
@@ -130,6 +131,47 @@ def test_validation_scores_against_the_raters_mean() -> None:
     case = {"image": batch["image"][:1], "target": batch["target"][:1]}
     dice = system.validation_step(case)["dice"]
     assert 0 <= dice.item() <= 1
+
+
+def _two_styles(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of a smooth field and two raters of different style: one draws wide (field > -0.3), one narrow
+    (field > 0.3); ``(n, 1, 32, 32)`` and label maps ``(n, 2, 32, 32)``."""
+    field = nn.functional.interpolate(torch.randn(n, 1, 4, 4, generator=g), size=(32, 32), mode="bicubic")
+    field = field / field.flatten(1).std(1).reshape(-1, 1, 1, 1)
+    return field + 0.3 * torch.randn(field.shape, generator=g), torch.cat((field > -0.3, field > 0.3), 1).float()
+
+
+def test_training_teaches_the_network_to_follow_the_expertise_vector() -> None:
+    """Trained on two raters of different style, each rater's one-hot vector gives the output closer to that
+    rater than the other rater's one-hot vector does (the conditioning learned, coarse and refined)."""
+    plan = _plan()
+    plan.patch_size, plan.channels = [32, 32], [8, 16, 32]
+    torch.manual_seed(0)
+    system = MRNetSegmentation.for_run(plan, FinetuneConfig(affine_probability=0.0), width=8, blur_size=5)
+    groups = system.optimizer_groups()
+    optimizers = {k: torch.optim.AdamW(v, 2e-3) for k, v in groups.items()}
+    g = torch.Generator().manual_seed(0)
+    for step in range(150):  # each group on its own loss, as the engine steps them
+        x, y = _two_styles(8, g)
+        losses = system.training_step({"image": x, "target": y}, step)
+        grads = {k: torch.autograd.grad(losses[k], v, allow_unused=True, retain_graph=True) for k, v in groups.items()}
+        for k, v in groups.items():
+            for param, grad in zip(v, grads[k], strict=True):
+                param.grad = grad
+            optimizers[k].step()
+    net = system.mrnet.eval()
+    x, y = _two_styles(16, g)
+    onehot = torch.eye(2)
+    with torch.no_grad():
+        for output in (lambda c: net.inference(x, c)[0], lambda c: net.refined(x, c)):
+            wide, narrow = ((output(onehot[r]) > 0).float() for r in range(2))
+            dice = [[_dice(p, y[:, r : r + 1]) for r in range(2)] for p in (wide, narrow)]
+            assert dice[0][0] > dice[1][0] + 0.03, dice  # the wide rater's vector matches the wide rater
+            assert narrow.sum() < 0.9 * wide.sum()  # the narrow rater's vector draws narrower (truth: 0.6)
+
+
+def _dice(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    return (2 * (pred * truth).sum() / (pred.sum() + truth.sum())).item()
 
 
 @pytest.fixture
