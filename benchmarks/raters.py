@@ -8,7 +8,9 @@ validation plateau (``patience`` validations without a gain, ``max_steps`` the b
 - ``rater-mean``: the U-Net on the raters' mean (a soft label);
 - ``conditioned``: the expertise-conditioned U-Net without reconstruction and perception (``mrnet``,
   ``refine=False``);
-- ``mrnet``: the whole MRNet.
+- ``mrnet``: the whole MRNet;
+- ``conditioned-each-rater``: ``conditioned`` with ``validate="each-rater"``: its plateau is watched on a score
+  that includes each rater's one-hot vector against that rater (the others' only on the uniform vector).
 
 Every test image is predicted with the uniform expertise vector and with each rater's one-hot vector (the models
 without conditioning give one prediction for all), inside the field of view: hard Dice at 0.5 against each rater
@@ -51,6 +53,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "rater-mean": {"system": "rater-mean"},
     "conditioned": {"system": "mrnet", "refine": False},
     "mrnet": {"system": "mrnet"},
+    # the conditioned U-Net stopped on a validation score that sees the conditioning (each rater's one-hot vector)
+    "conditioned-each-rater": {"system": "mrnet", "refine": False, "validate": "each-rater"},
 }
 CONFIG = {"patch_size": [256, 256], "channels": [16, 32, 64, 128, 256], "batch_size": 4}
 
@@ -182,7 +186,7 @@ def summarize(scores: dict[str, dict[int, dict[str, Any]]], raters: list[str], a
     # How far each one-hot vector moves the output towards its rater: Dice against rater r with r's vector minus
     # with another rater's. The target above also needs rater r to be easier to match than the others, which a
     # U-Net trained on one rater alone need not be (``one-rater``, on the first rater, is the reference).
-    contrast = {m: onehot_contrast(rows[m], raters) for m in ("conditioned", "mrnet") if raters[0] in rows.get(m, {})}
+    contrast = {m: onehot_contrast(row, raters) for m, row in rows.items() if raters[0] in row}
     if contrast:
         targets["onehot_contrast"] = contrast
         if "mrnet" in contrast:

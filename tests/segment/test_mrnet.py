@@ -133,6 +133,33 @@ def test_validation_scores_against_the_raters_mean() -> None:
     assert 0 <= dice.item() <= 1
 
 
+def test_each_rater_validation_adds_every_one_hot_vector_against_its_rater() -> None:
+    """``validate="each-rater"``: the mean of the stored vector against the raters' mean and each rater's one-hot
+    vector against that rater (by hand on the network's output: the 16x16 case is one patch); the stored vector
+    is kept."""
+    torch.manual_seed(0)
+    cfg = FinetuneConfig(affine_probability=0.0)
+    system = MRNetSegmentation.for_run(_plan(), cfg, width=4, blur_size=5, validate="each-rater")
+    batch = _batch()
+    case = {"image": batch["image"][:1], "target": batch["target"][:1]}
+    system.mrnet.set_expertise([0.25, 0.75])
+    system.eval()
+    got = system.validation_step(case)["dice"].item()
+    assert system.mrnet.expertise.tolist() == [0.25, 0.75]
+
+    def dice(c: list[float], truth: torch.Tensor) -> float:
+        with torch.no_grad():
+            pred = system.mrnet(case["image"], torch.tensor(c)).softmax(1)[0, 1] > 0.5
+        return float(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+
+    raters = case["target"][0] > 0
+    want = [dice([0.25, 0.75], raters[0] & raters[1]), dice([1.0, 0.0], raters[0]), dice([0.0, 1.0], raters[1])]
+    assert got == pytest.approx(np.mean(want), abs=1e-5)
+    assert len({round(w, 4) for w in want}) == 3  # three different scores: an average, not one of them
+    with pytest.raises(MedsslError, match="validate must be one of raters-mean, each-rater"):
+        MRNetSegmentation.for_run(_plan(), cfg, validate="best")
+
+
 def _two_styles(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of a smooth field and two raters of different style: one draws wide (field > -0.3), one narrow
     (field > 0.3); ``(n, 1, 32, 32)`` and label maps ``(n, 2, 32, 32)``."""

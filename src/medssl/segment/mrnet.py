@@ -38,8 +38,18 @@ from medssl.segment.inference import predict_logits
 from medssl.segment.supervised import SupervisedSegmentation
 from medssl.systems import IMAGE, TARGET, Batch
 
-__all__ = ["CONDITION_WEIGHTS", "MRNetSegmentation", "draw_conditions", "rater_bce", "raters_mean_dice", "soft_target"]
+__all__ = [
+    "CONDITION_WEIGHTS",
+    "VALIDATION_SCORES",
+    "MRNetSegmentation",
+    "draw_conditions",
+    "rater_bce",
+    "raters_mean_dice",
+    "soft_target",
+]
 
+#: What ``validation_step`` scores (see ``MRNetSegmentation``).
+VALIDATION_SCORES = ("raters-mean", "each-rater")
 #: Loss weights of the one-hot, random and uniform conditions (the public code's 1 : 2 : 3).
 CONDITION_WEIGHTS = (1.0, 2.0, 3.0)
 
@@ -89,6 +99,9 @@ class MRNetSegmentation(SupervisedSegmentation):
         width: width of the perception module's features.
         blur_size: size of the perception module's learnable Gaussian (odd; public code 31, 2D).
         blur_sigma: its initial sigma (public code: 4).
+        validate: the validation score, the one the plateau stop watches: ``raters-mean`` (the uniform vector
+            against the raters' mean) or ``each-rater`` (the mean of that and, per rater, the
+            rater's one-hot vector against that rater: the plateau then sees whether the conditioning is learned).
         settings: ``sw_overlap``, ``rotate_degrees``, ``scale_range``, ``affine_probability``, ``seed``: as
             ``SupervisedSegmentation``.
     """
@@ -102,11 +115,15 @@ class MRNetSegmentation(SupervisedSegmentation):
         *,
         inference_weight: float = 0.7,
         consistency_weight: float = 0.3,
+        validate: str = "raters-mean",
         **settings: Any,
     ) -> None:
         super().__init__(network, plan, **settings)
         if not isinstance(network, MRNet):
             raise MedsslError(f"the mrnet system needs an MRNet network, got {type(network).__name__}")
+        if validate not in VALIDATION_SCORES:
+            raise MedsslError(f"validate must be one of {', '.join(VALIDATION_SCORES)}, not {validate!r}")
+        self.validate = validate
         self.inference_weight, self.consistency_weight = inference_weight, consistency_weight
         self.conditions = torch.Generator().manual_seed(int(settings.get("seed", 0)) + 1)
 
@@ -123,6 +140,7 @@ class MRNetSegmentation(SupervisedSegmentation):
         width: int = 32,
         blur_size: int = 31,
         blur_sigma: float = 4.0,
+        validate: str = "raters-mean",
     ) -> MRNetSegmentation:
         """The system ``medssl finetune --set system=mrnet`` trains (see the class)."""
         raters = plan_raters(plan)
@@ -145,8 +163,8 @@ class MRNetSegmentation(SupervisedSegmentation):
         network = MRNet(
             inference, reconstruction, perception, num_raters=len(raters), structures=structures, background_logit=True
         )
-        options = {"inference_weight": inference_weight, "consistency_weight": consistency_weight}
-        return cls(network, plan, **options, **cls.run_settings(cfg, seed))
+        weights = {"inference_weight": inference_weight, "consistency_weight": consistency_weight}
+        return cls(network, plan, **weights, validate=validate, **cls.run_settings(cfg, seed))
 
     @property
     def mrnet(self) -> MRNet:
@@ -203,9 +221,22 @@ class MRNetSegmentation(SupervisedSegmentation):
         return (predicted - wanted).pow(2).mean()
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        """``{"dice": mean foreground Dice}`` against the raters' mean (``raters_mean_dice``) of one whole case."""
-        logits = predict_logits(self.network, batch[IMAGE][0], self.plan, overlap=self.sw_overlap)
-        return {"dice": raters_mean_dice(logits, batch[TARGET][0]).nanmean()}
+        """``{"dice": mean foreground Dice}`` of one whole case with the stored vector against the raters' mean
+        (``raters_mean_dice``); with ``validate="each-rater"`` averaged with each rater's one-hot vector against that
+        rater."""
+        image, raters = batch[IMAGE][0], batch[TARGET][0]
+        logits = predict_logits(self.network, image, self.plan, overlap=self.sw_overlap)
+        scores = [raters_mean_dice(logits, raters).nanmean()]
+        if self.validate == "each-rater":
+            net, stored = self.mrnet, self.mrnet.expertise.clone()
+            try:
+                for r, onehot in enumerate(torch.eye(net.num_raters)):
+                    net.set_expertise(onehot)
+                    logits = predict_logits(net, image, self.plan, overlap=self.sw_overlap)
+                    scores.append(raters_mean_dice(logits, raters[r : r + 1]).nanmean())
+            finally:
+                net.set_expertise(stored)  # the vector predict uses (kept in checkpoints)
+        return {"dice": torch.stack(scores).nanmean()}
 
 
 def raters_mean_dice(logits: Tensor, raters: Tensor) -> Tensor:
