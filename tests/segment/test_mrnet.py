@@ -150,7 +150,7 @@ def test_each_rater_validation_adds_every_one_hot_vector_against_its_rater() -> 
     def dice(c: list[float], truth: torch.Tensor) -> float:
         with torch.no_grad():
             pred = system.mrnet(case["image"], torch.tensor(c)).softmax(1)[0, 1] > 0.5
-        return float(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+        return _dice(pred.float(), truth.float())
 
     raters = case["target"][0] > 0
     want = [dice([0.25, 0.75], raters[0] & raters[1]), dice([1.0, 0.0], raters[0]), dice([0.0, 1.0], raters[1])]
