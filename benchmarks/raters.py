@@ -10,7 +10,8 @@ validation plateau (``patience`` validations without a gain, ``max_steps`` the b
   ``refine=False``);
 - ``mrnet``: the whole MRNet;
 - ``conditioned-each-rater``: ``conditioned`` with ``validate="each-rater"``: its plateau is watched on a score
-  that includes each rater's one-hot vector against that rater (the others' only on the uniform vector).
+  that includes each rater's one-hot vector against that rater (the others' only on the uniform vector);
+- ``mrnet-each-rater``: ``mrnet`` stopped the same way.
 
 Every test image is predicted with the uniform expertise vector and with each rater's one-hot vector (the models
 without conditioning give one prediction for all), inside the field of view: hard Dice at 0.5 against each rater
@@ -55,6 +56,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "mrnet": {"system": "mrnet"},
     # the conditioned U-Net stopped on a validation score that sees the conditioning (each rater's one-hot vector)
     "conditioned-each-rater": {"system": "mrnet", "refine": False, "validate": "each-rater"},
+    "mrnet-each-rater": {"system": "mrnet", "validate": "each-rater"},
 }
 CONFIG = {"patch_size": [256, 256], "channels": [16, 32, 64, 128, 256], "batch_size": 4}
 
