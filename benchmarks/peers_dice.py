@@ -15,7 +15,7 @@ five overlapping structures, 2D; the Decathlon hippocampus: two labels, 3D):
 Every variant's predictions are scored against the dataset's references by ``medssl.evaluation.evaluate_folders``;
 per variant: Dice per structure, the mean, and the paired per-case difference to ``medssl-fp32`` (mean over
 structures per case; Wilcoxon signed-rank p). Training seconds are reported beside (for speed use
-``speed_peers.py``: this one does not alternate the sides). Writes ``benchmarks/results/peers_dice.json``.
+``speed_peers.py``: this one does not alternate the sides). Writes ``benchmarks/results/peers_dice.json`` (``--name``).
 
     OMP_NUM_THREADS=2 python benchmarks/peers_dice.py --steps 300 --work /tmp/peers_dice
     python benchmarks/peers_dice.py --datasets jsrt --steps 2 --variants medssl-fp32,monai-fp32 \\
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, required=True, help="run folders (a finished variant is reused)")
     parser.add_argument("--out-dir", type=Path, default=None, help="elsewhere for a smoke run")
+    parser.add_argument("--name", default="peers_dice", help="result file name (without .json)")
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown or set(args.datasets) - set(DATASETS):
@@ -162,7 +163,7 @@ def main() -> None:
         _common.RESULTS = args.out_dir
     results = {dataset: bench(dataset, args) for dataset in args.datasets}
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_result("peers_dice", {**settings, "baseline": BASELINE}, results)
+    write_result(args.name, {**settings, "baseline": BASELINE}, results)
 
 
 if __name__ == "__main__":
