@@ -113,12 +113,16 @@ TRAINED_AT = "trained_at_commit.txt"  # in a run folder: the commit that finishe
 
 def finetune_once(data: Path, run: Path, label: str, **options: Any) -> Path:
     """``medssl.api.finetune`` into ``run`` unless it has finished (``result.json``); an interrupted run (a last
-    checkpoint) is resumed, a folder without one is replaced. The grids of the benchmarks run in parts this way."""
+    checkpoint) is resumed, a folder without one is replaced. The grids of the benchmarks run in parts this way.
+    Float32 unless ``precision`` is given."""
     if (run / "result.json").is_file():
         return run
     from medssl import api
 
     print(f"finetune {label}", flush=True)
+    # float32 unless asked: the grids join runs of several sessions and machines, and the fine-tuning default
+    # (``auto``) would train in bf16 on a CPU with AMX and in float32 elsewhere
+    options.setdefault("precision", "32-true")
     last = (run / "checkpoints" / "last.ckpt").is_file()
     api.finetune(data, run, resume=last, overwrite=run.is_dir() and not last, quiet=True, **options)
     (run / TRAINED_AT).write_text(git_commit() + "\n")

@@ -81,7 +81,7 @@ def child(kind: str, processes: int, steps: int, run: Path) -> None:
     data = require(DATA / "jsrt")
     common: dict[str, Any] = {
         "max_steps": steps, "accelerator": "cpu", "devices": processes, "quiet": True, "overwrite": True,
-        "checkpoint_interval": steps, **SIZES,
+        "checkpoint_interval": steps, "precision": "32-true", **SIZES,
     }  # fmt: skip
     if kind == "pretrain":
         api.pretrain(data, run, method="simclr", log_interval=1, **common)

@@ -42,7 +42,12 @@ DATASETS = {"jsrt": "images", "hippocampus": "imagesTr"}  # folder under ../shar
 
 def train(data: Path, run: Path, args: argparse.Namespace) -> Path:
     """A short fine-tuning run (no test split: its predictions would only cost time)."""
-    options: dict[str, Any] = {"val_interval": args.steps, "max_val_cases": 1, "overlay_cases": 0}
+    options: dict[str, Any] = {
+        "val_interval": args.steps,
+        "max_val_cases": 1,
+        "overlay_cases": 0,
+        "precision": "32-true",
+    }
     if args.channels:
         options["channels"] = args.channels
     api.finetune(

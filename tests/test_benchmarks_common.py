@@ -127,3 +127,21 @@ def test_a_finished_run_keeps_the_commit_it_was_trained_at(
     common.finetune_once(tmp_path, run, "a run")  # finished: not trained again, its commit kept
     assert trained == [run] and common.trained_at(run) == first != common.git_commit()
     assert common.trained_at(tmp_path / "runs" / "older") == "unknown"
+
+
+@pytest.mark.parametrize(("given", "used"), [({}, "32-true"), ({"precision": "bf16-mixed"}, "bf16-mixed")])
+def test_grid_runs_train_in_float32_unless_asked(
+    common: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: dict[str, str], used: str
+) -> None:
+    """The grids join runs of several machines: the fine-tuning default (``auto``, bf16 on an AMX CPU) is not theirs."""
+    from medssl import api
+
+    seen: dict[str, object] = {}
+
+    def finetune(data: Path, run: Path, **options: object) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        seen.update(options)
+
+    monkeypatch.setattr(api, "finetune", finetune)
+    common.finetune_once(tmp_path, tmp_path / "run", "a run", **given)
+    assert seen["precision"] == used

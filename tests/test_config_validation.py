@@ -21,7 +21,14 @@ from medssl import api
 from medssl.cli import main
 from medssl.config import FinetuneConfig, LabelEfficiencyConfig, PretrainConfig, resolve
 from medssl.engine import trainer_setup
-from medssl.engine.trainer_setup import ACCELERATORS, PRECISIONS, check_trainer_options, make_trainer, quiet_lightning
+from medssl.engine.trainer_setup import (
+    ACCELERATORS,
+    PRECISIONS,
+    check_trainer_options,
+    make_trainer,
+    quiet_lightning,
+    resolve_precision,
+)
 from medssl.errors import MedsslError
 from medssl.labelfree.config import resolve_method_config
 
@@ -171,6 +178,19 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(
     said = [str(w.message) for w in caught if "bf16 instructions" in str(w.message)]
     assert bool(said) == warned, said
     assert not said or "use 32-true" in said[0]
+
+
+@pytest.mark.parametrize(("native", "resolved"), [(True, "bf16-mixed"), (False, "32-true"), (None, "32-true")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(
+    monkeypatch: pytest.MonkeyPatch, native: bool | None, resolved: str
+) -> None:
+    monkeypatch.setattr(trainer_setup, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", "cpu") == resolved
+    if not HAS_GPU:  # "auto" is the CPU here
+        assert resolve_precision("auto") == resolved
+    for given in ("32-true", "bf16-mixed", "16-mixed"):
+        assert resolve_precision(given, "cpu") == given
+    check_trainer_options("cpu", precision="auto")  # accepted, checked as what it resolves to
 
 
 def test_cpu_bf16_detection_reads_the_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def finetune(
     devices: int | str = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
-    precision: str = "32-true",
+    precision: str = "auto",
     split_file: str | Path | None = None,
     quiet: bool = False,
     skip_bad_cases: bool = False,
@@ -77,8 +77,9 @@ def finetune(
     presets``) < ``max_steps`` and ``overrides``: ``FinetuneConfig`` fields, or options of the system ``cfg.system``
     (``medssl list segmentation --options``), which go on top of the config's ``system_options``; every one is
     checked before any data is read. Cases ``medssl data check`` would report are refused, or left out with
-    ``skip_bad_cases``. Several ``data`` folders are first merged by structure name into ``<out>-data-merged``
-    (``medssl.data.merge.merged_for_run``: reused while its folders are unchanged) and fine-tuned on together."""
+    ``skip_bad_cases``. ``precision="auto"``: bf16 autocast on a CPU with bf16 instructions, else float32. Several
+    ``data`` folders are first merged by structure name into ``<out>-data-merged`` (``merged_for_run``: reused while
+    its folders are unchanged) and fine-tuned on together."""
     folders = [data] if isinstance(data, str | Path) else list(data)
     _check_dims(dims)
     check_trainer_options(accelerator, devices, precision, num_nodes)

@@ -11,6 +11,7 @@ import pytest
 from medssl import api
 from medssl.data.io import read_label
 from medssl.data.plan import Plan
+from medssl.engine import trainer_setup
 from medssl.errors import MedsslError
 from medssl.networks.weights import load_checkpoint_file, save_encoder
 from medssl.segment.predict import build_network
@@ -40,6 +41,17 @@ def test_2d_run_folder_holds_everything_and_learns(paired_2d: Path, tmp_path: Pa
     # the disc is trivially separable: a working training loop must find it
     assert result.test_summary["foreground"]["dice"] > 0.8
     assert set(np.unique(read_label(run / "predictions" / "test" / preds[0])[0])) <= {0, 255}
+
+
+@pytest.mark.parametrize(("native", "used"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_default_precision_follows_the_cpu(
+    paired_2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool, used: str
+) -> None:
+    """The default ``precision="auto"``: bf16 autocast only on a CPU with bf16 instructions; ``result.json`` records
+    the precision the Trainer ran with."""
+    monkeypatch.setattr(trainer_setup, "cpu_has_native_bf16", lambda: native)
+    api.finetune(paired_2d, tmp_path / "run", max_steps=2, accelerator="cpu", quiet=True, **TINY)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["precision"] == used
 
 
 def test_label_fraction_uses_a_subset_of_training_cases(paired_2d: Path, tmp_path: Path) -> None:

@@ -172,7 +172,8 @@ def test_val_dice_of_a_training_run_is_that_of_its_validation_predictions(msd_3d
     run = tmp_path / "run"
     steps = 6
     opts = {**TINY, "val_interval": steps, "patch_size": [16, 16, 16], "lr": 0.02}
-    api.finetune(msd_3d, run, dims=3, max_steps=steps, quiet=True, accelerator="cpu", **opts)  # type: ignore[arg-type]
+    # float32 like the prediction below (``auto`` would validate under bf16 autocast on a CPU with AMX)
+    api.finetune(msd_3d, run, dims=3, max_steps=steps, quiet=True, accelerator="cpu", precision="32-true", **opts)  # type: ignore[arg-type]
     rows = list(csv.DictReader((run / "logs" / "metrics.csv").open()))
     logged = [float(r["val_dice"]) for r in rows if r.get("val_dice")]
     assert len(logged) == 1

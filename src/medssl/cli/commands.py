@@ -12,6 +12,8 @@ from medssl.cli.common import (
     Command,
     ConfigFile,
     Overwrite,
+    Precision,
+    PrecisionAuto,
     Quiet,
     Sets,
     SkipBadCases,
@@ -121,7 +123,7 @@ def finetune(
     devices: Annotated[str, typer.Option("--devices", help="Devices per node (DDP when > 1), or 'auto'.")] = "1",
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = "32-true",
+    precision: PrecisionAuto = "auto",
     split: Annotated[Path | None, typer.Option("--split", help="JSON split file to use instead.")] = None,
     max_minutes: Annotated[
         float | None,
@@ -134,8 +136,7 @@ def finetune(
     skip_bad_cases: SkipBadCases = False,
     sets: Sets = None,
 ) -> None:
-    """Fine-tune a U-Net with Dice + cross-entropy (or another `medssl list segmentation` system), validate, and
-    score the held-out test cases."""
+    """Fine-tune a U-Net (Dice + cross-entropy, or a `medssl list segmentation` system), validate, score the tests."""
     from medssl import api
 
     flags = {
@@ -186,14 +187,13 @@ def pretrain(
     devices: Annotated[str, typer.Option("--devices", help="Devices per node (DDP when > 1), or 'auto'.")] = "1",
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu, gpu (= cuda), mps or tpu.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed.")] = "32-true",
+    precision: Precision = "32-true",
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     skip_bad_cases: SkipBadCases = False,
     sets: Sets = None,
 ) -> None:
-    """Self-supervised pretraining of a U-Net encoder; writes RUN/encoder.pt for `medssl finetune --init`
-    (fine-tune with the same `channels`)."""
+    """Self-supervised pretraining of a U-Net encoder: RUN/encoder.pt for `medssl finetune --init` (same `channels`)."""
     from medssl import api
 
     flags = {

@@ -130,6 +130,14 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier output of this command (never any other folder).")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Precision = Annotated[str, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed, auto.")]
+PrecisionAuto = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (bf16-mixed on a CPU with bf16 instructions, else 32-true), 32-true, bf16-mixed, 16-mixed.",
+    ),
+]
 SkipBadCases = Annotated[
     bool,
     typer.Option(

@@ -380,6 +380,7 @@ def _finish(recipe: RunRecipe, trained: TrainedRun) -> None:
             **entries,
             "global_step": trained.steps,
             "stopped": trained.stopped,
+            "precision": str(trained.trainer.precision),  # what ``auto`` resolved to on this machine
             **validation,
             "train_seconds": trained.train_seconds,
             "files": trained.files,

@@ -33,6 +33,7 @@ __all__ = [
     "check_trainer_options",
     "make_trainer",
     "quiet_lightning",
+    "resolve_precision",
 ]
 
 #: Accepted ``--accelerator`` values (``gpu`` and ``cuda`` are the same).
@@ -46,8 +47,9 @@ def _precisions() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return typing.get_args(connector._PRECISION_INPUT_STR), typing.get_args(connector._PRECISION_INPUT_STR_ALIAS)
 
 
-#: Accepted ``--precision`` values (Lightning's; its older aliases such as ``32`` are accepted too).
-PRECISIONS = _precisions()[0]
+#: Accepted ``--precision`` values: ``auto`` (``resolve_precision``) and Lightning's (its older aliases such as
+#: ``32`` are accepted too).
+PRECISIONS = ("auto", *_precisions()[0])
 
 # Lightning's rank-zero logger (the "GPU available" lines and the litlogger tip are INFO records on it).
 _RANK_ZERO_LOGGERS = (
@@ -113,16 +115,29 @@ class QuietTrainer(L.Trainer):
 
 
 def make_trainer(**kwargs: Any) -> L.Trainer:
-    """A ``QuietTrainer(**kwargs)``; Lightning's refusals of the options raise ``MedsslError``.
+    """A ``QuietTrainer(**kwargs)``, ``precision="auto"`` resolved (``resolve_precision``); Lightning's refusals of
+    the options raise ``MedsslError``.
 
     Raises:
         MedsslError: "cannot set up training: <Lightning's reason>" (``check_trainer_options`` catches the
             usual mistakes earlier, with a clearer message).
     """
+    if kwargs.get("precision") == "auto":
+        kwargs["precision"] = resolve_precision("auto", kwargs.get("accelerator", "auto"))
     try:
         return QuietTrainer(**kwargs)
     except (MisconfigurationException, ImportError, ValueError, TypeError, RuntimeError) as exc:
         raise MedsslError(f"cannot set up training: {exc}") from None
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto``: ``bf16-mixed`` where training runs on a CPU with bf16 instructions (AVX512-BF16 or AMX), where it
+    was measured to take less than half the time of float32 at the same Dice (``docs/benchmarks.md``, issue 24);
+    ``32-true`` elsewhere, GPUs included (not measured here: pass ``bf16-mixed`` or ``16-mixed`` there). Any other
+    value is returned as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if _check_accelerator(accelerator) == "cpu" and cpu_has_native_bf16() else "32-true"
 
 
 def check_trainer_options(
@@ -133,7 +148,7 @@ def check_trainer_options(
     Args:
         accelerator: ``--accelerator`` (one of ``ACCELERATORS``).
         devices: ``--devices``: a number of devices, ``auto``, ``-1`` (every GPU), or GPU ids such as ``0,1``.
-        precision: ``--precision`` (one of ``PRECISIONS``).
+        precision: ``--precision`` (one of ``PRECISIONS``; ``auto`` is checked as what it resolves to).
         num_nodes: ``--num-nodes``.
 
     Raises:
@@ -145,6 +160,7 @@ def check_trainer_options(
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
         raise MedsslError(f"--num-nodes must be at least 1, not {num_nodes!r}")
     _check_precision(precision)
+    precision = resolve_precision(precision, accelerator)
     if str(precision).startswith("bf16") and kind == "cpu" and cpu_has_native_bf16() is False:
         warnings.warn(
             f"--precision {precision} on a CPU without bf16 instructions (no AVX512-BF16 or AMX in /proc/cpuinfo): "
@@ -230,8 +246,7 @@ def _check_devices(devices: int | str, kind: str) -> None:
 
 
 def _check_precision(precision: str) -> None:
-    names, aliases = _precisions()
-    if str(precision) not in (*names, *aliases):
-        raise MedsslError(f"unknown precision {precision!r} (--precision); valid: {', '.join(names)}")
+    if str(precision) not in (*PRECISIONS, *_precisions()[1]):
+        raise MedsslError(f"unknown precision {precision!r} (--precision); valid: {', '.join(PRECISIONS)}")
     if str(precision).startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
         raise MedsslError(f"--precision {precision} needs NVIDIA's transformer_engine package, which is not installed")
