@@ -185,7 +185,10 @@ def _worker(kind: str, data: str, out: str, records: str) -> None:
         fit(self, trainer, module, **kw)
 
     ResumableTraining.fit = fit_recording  # type: ignore[method-assign]
-    common: dict[str, Any] = {"max_steps": 2, "accelerator": "cpu", "devices": 2, "quiet": True, "overwrite": True}
+    # float32: the gradients are compared to 1e-7 (fine-tuning's default "auto" is bf16 autocast on an AMX CPU)
+    common: dict[str, Any] = {
+        "max_steps": 2, "accelerator": "cpu", "devices": 2, "quiet": True, "overwrite": True, "precision": "32-true",
+    }  # fmt: skip
     if kind == "pretrain":
         api.pretrain(data, out, method="byol", **TINY, **common)
     else:

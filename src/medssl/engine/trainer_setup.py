@@ -132,7 +132,7 @@ def make_trainer(**kwargs: Any) -> L.Trainer:
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """``auto``: ``bf16-mixed`` where training runs on a CPU with bf16 instructions (AVX512-BF16 or AMX), where it
-    was measured to take less than half the time of float32 at the same Dice (``docs/benchmarks.md``, issue 24);
+    was measured to take less than half the time of float32 for about the same Dice (``docs/benchmarks.md``);
     ``32-true`` elsewhere, GPUs included (not measured here: pass ``bf16-mixed`` or ``16-mixed`` there). Any other
     value is returned as it is."""
     if precision != "auto":
