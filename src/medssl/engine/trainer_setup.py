@@ -122,8 +122,8 @@ def make_trainer(**kwargs: Any) -> L.Trainer:
         MedsslError: "cannot set up training: <Lightning's reason>" (``check_trainer_options`` catches the
             usual mistakes earlier, with a clearer message).
     """
-    if kwargs.get("precision") == "auto":
-        kwargs["precision"] = resolve_precision("auto", kwargs.get("accelerator", "auto"))
+    if "precision" in kwargs:
+        kwargs["precision"] = resolve_precision(kwargs["precision"], kwargs.get("accelerator", "auto"))
     try:
         return QuietTrainer(**kwargs)
     except (MisconfigurationException, ImportError, ValueError, TypeError, RuntimeError) as exc:
